@@ -1,0 +1,383 @@
+"""Transitions per second through the cart-recovery journey, with peak memory, and the same
+row writes as raw SQL for the ceiling.
+
+The population takes the longest path (no reactions): enter, email, 2 days, banner, 3 days,
+paid audience, 7 days, exit: seven persisted transitions and three outbox rows per
+customer, on a virtual clock. Only the engine's work is timed (inbox + timers); the entry
+events are written to the inbox beforehand.
+
+    python -m bench.engine_throughput --customers 1000000            # SQLite
+    python -m bench.engine_throughput --customers 200000 --postgres  # throwaway PostgreSQL
+
+Each size runs in its own process so peak RSS belongs to that size alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get(
+    "PARCOURS_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _settings(url: str) -> Any:
+    from orchestrator.config import load_settings
+
+    examples = ROOT / "journeys" / "examples"
+    return load_settings(
+        ROOT / "config" / "parcours.toml",
+        database_url=url,
+        journeys=[str(examples)],
+        templates=str(examples / "templates"),
+    )
+
+
+def _pg_database() -> tuple[str, Any]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"parcours_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def drop() -> None:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False), drop
+
+
+def run_engine(customers: int, url: str, batch: int) -> dict[str, Any]:
+    """One measurement in this process."""
+    from sqlalchemy import func, insert, select
+
+    from orchestrator.clock import VirtualClock
+    from orchestrator.db import tables as t
+    from orchestrator.db.connect import open_engine
+    from orchestrator.db.migrate import upgrade
+    from orchestrator.runtime import build_runtime
+
+    db = open_engine(url)
+    upgrade(db)
+    clock = VirtualClock()
+    settings = _settings(url)
+    settings.workers.batch_size = batch
+    rt = build_runtime(settings, clock=clock, db=db, channels={})
+    now = clock.now()
+    chunk = 20_000
+    t0 = time.perf_counter()
+    for start in range(0, customers, chunk):
+        rows = [
+            {
+                "message_id": f"e{i}",
+                "kind": "track",
+                "name": "cart_abandoned",
+                "customer_id": f"c{i:08d}",
+                "properties": {"cart_id": f"k{i}", "total": 20},
+                "traits": {},
+                "context": {},
+                "occurred_at": now,
+                "received_at": now,
+            }
+            for i in range(start, min(customers, start + chunk))
+        ]
+        with db.begin() as conn:
+            conn.execute(insert(t.events), rows)
+    ingest_s = time.perf_counter() - t0
+
+    engine_s = 0.0
+    cpu0 = time.process_time()
+    phases = []
+    for label, advance in (
+        ("enter", None),
+        ("email timeout", 2),
+        ("banner timeout", 3),
+        ("audience ends", 7),
+    ):
+        if advance:
+            clock.advance(timedelta(days=advance, minutes=1))
+        t1 = time.perf_counter()
+        n = rt.engine.run_until_idle()
+        dt = time.perf_counter() - t1
+        engine_s += dt
+        phases.append({"phase": label, "items": n, "seconds": round(dt, 2)})
+    engine_cpu = time.process_time() - cpu0
+    with db.connect() as conn:
+        transitions = conn.execute(select(func.count()).select_from(t.history)).scalar_one()
+        deliveries = conn.execute(select(func.count()).select_from(t.deliveries)).scalar_one()
+        ended = conn.execute(
+            select(func.count()).where(t.enrollments.c.status == "ended")
+        ).scalar_one()
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    db.dispose()
+    return {
+        "customers": customers,
+        "transitions": transitions,
+        "deliveries": deliveries,
+        "ended": ended,
+        "engine_seconds": round(engine_s, 2),
+        "transitions_per_s": round(transitions / engine_s),
+        "transitions_per_cpu_s": round(transitions / engine_cpu),
+        "ingest_events_per_s": round(customers / ingest_s),
+        "peak_rss_mb": round(rss_mb, 1),
+        "phases": phases,
+    }
+
+
+PHASES = (("enter", 0), ("email timeout", 2), ("banner timeout", 5), ("audience ends", 12))
+
+
+def phase_child(url: str, day: int, batch: int, go: Path) -> None:
+    """One worker process of a multi-process phase: wait for the barrier, then drain."""
+    from orchestrator.clock import VirtualClock
+    from orchestrator.runtime import build_runtime
+
+    clock = VirtualClock()
+    clock.advance(timedelta(days=day, minutes=day))
+    settings = _settings(url)
+    settings.workers.batch_size = batch
+    rt = build_runtime(settings, clock=clock, channels={}, sync=False)
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.001)
+    start, cpu = time.time(), time.process_time()
+    rt.engine.run_until_idle()
+    print(
+        json.dumps(
+            {
+                "start": start,
+                "end": time.time(),
+                "cpu": time.process_time() - cpu,
+                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def run_workers(customers: int, url: str, batch: int, workers: int) -> dict[str, Any]:
+    """The same population, each phase drained by ``workers`` processes at once."""
+    from sqlalchemy import func, insert, select
+
+    from orchestrator.clock import VirtualClock
+    from orchestrator.db import tables as t
+    from orchestrator.db.connect import open_engine
+    from orchestrator.db.migrate import upgrade
+    from orchestrator.runtime import build_runtime
+
+    db = open_engine(url)
+    upgrade(db)
+    now = VirtualClock().now()
+    build_runtime(_settings(url), clock=VirtualClock(), db=db, channels={})
+    for start in range(0, customers, 20_000):
+        with db.begin() as conn:
+            conn.execute(
+                insert(t.events),
+                [
+                    {
+                        "message_id": f"e{i}",
+                        "kind": "track",
+                        "name": "cart_abandoned",
+                        "customer_id": f"c{i:08d}",
+                        "properties": {"cart_id": f"k{i}", "total": 20},
+                        "traits": {},
+                        "context": {},
+                        "occurred_at": now,
+                        "received_at": now,
+                    }
+                    for i in range(start, min(customers, start + 20_000))
+                ],
+            )
+    elapsed = 0.0
+    rss = 0.0
+    with tempfile.TemporaryDirectory() as d:
+        for label, day in PHASES:
+            go = Path(d) / f"go-{label.replace(' ', '-')}"
+            procs = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "bench.engine_throughput",
+                        "--phase-child",
+                        url,
+                        str(day),
+                        str(batch),
+                        str(go),
+                    ],
+                    cwd=ROOT,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(workers)
+            ]
+            for p in procs:
+                assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            go.write_text("go")
+            results = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+            elapsed += max(r["end"] for r in results) - min(r["start"] for r in results)
+            rss = max(rss, *(r["rss_mb"] for r in results))
+    with db.connect() as conn:
+        transitions = conn.execute(select(func.count()).select_from(t.history)).scalar_one()
+    db.dispose()
+    return {
+        "customers": customers,
+        "transitions": transitions,
+        "engine_seconds": round(elapsed, 2),
+        "transitions_per_s": round(transitions / elapsed),
+        "peak_rss_mb": round(rss, 1),
+    }
+
+
+def run_raw_sql(customers: int, path: str) -> dict[str, Any]:
+    """The same row writes with sqlite3 executemany and no engine logic: the ceiling."""
+    from orchestrator.db.connect import open_engine
+    from orchestrator.db.migrate import upgrade
+
+    upgrade(open_engine(f"sqlite:///{path}"))
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    ts = "2026-01-05 09:00:00.000000"
+    batch = 5000
+    t0 = time.perf_counter()
+    for start in range(0, customers, batch):
+        ids = range(start, min(customers, start + batch))
+        con.execute("BEGIN IMMEDIATE")
+        con.executemany(
+            "INSERT INTO enrollments (id, journey, version, customer_id, key, state, status,"
+            " wake_at, wake_trigger, visits, context, entered_at, step_entered_at)"
+            " VALUES (?, 'cart-recovery', 'v', ?, ?, 'wait_email', 'live', ?, 'timeout',"
+            " '{}', '{}', ?, ?)",
+            [(f"n{i}", f"c{i}", f"k{i}", ts, ts, ts) for i in ids],
+        )
+        for _ in range(7):
+            con.executemany(
+                "INSERT INTO history (enrollment_id, journey, customer_id, from_state,"
+                " to_state, trigger, at) VALUES (?, 'cart-recovery', ?, 'a', 'b', 't', ?)",
+                [(f"n{i}", f"c{i}", ts) for i in ids],
+            )
+        for step in ("email", "site", "ads"):
+            con.executemany(
+                "INSERT INTO deliveries (idempotency_key, operation, enrollment_id, journey,"
+                " step, channel, customer_id, payload, status, attempts, next_attempt_at,"
+                " created_at, transactional) VALUES (?, 'send', ?, 'cart-recovery', ?, ?, ?,"
+                " '{}', 'pending', 0, ?, ?, 0)",
+                [(f"n{i}-{step}", f"n{i}", step, step, f"c{i}", ts, ts) for i in ids],
+            )
+        for _ in range(3):
+            con.executemany(
+                "UPDATE enrollments SET state='x', wake_at=?, visits='{}' WHERE id=?",
+                [(ts, f"n{i}") for i in ids],
+            )
+        con.execute("COMMIT")
+    dt = time.perf_counter() - t0
+    return {
+        "customers": customers,
+        "transitions": 7 * customers,
+        "seconds": round(dt, 2),
+        "transitions_per_s": round(7 * customers / dt),
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    if args.raw:
+        with tempfile.TemporaryDirectory() as d:
+            print(json.dumps(run_raw_sql(args.customers, str(Path(d) / "raw.db"))))
+        return
+    if args.postgres:
+        url, drop = _pg_database()
+        try:
+            if args.workers > 1:
+                print(json.dumps(run_workers(args.customers, url, args.batch, args.workers)))
+            else:
+                print(json.dumps(run_engine(args.customers, url, args.batch)))
+        finally:
+            drop()
+        return
+    with tempfile.TemporaryDirectory() as d:
+        print(json.dumps(run_engine(args.customers, f"sqlite:///{Path(d) / 'e.db'}", args.batch)))
+
+
+def spawn(*extra: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.engine_throughput", "--child", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--phase-child":
+        url, day, batch, go = sys.argv[2:6]
+        phase_child(url, int(day), int(batch), Path(go))
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--customers", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--batch", type=int, default=2000)
+    p.add_argument("--postgres", action="store_true")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (PostgreSQL)")
+    p.add_argument("--raw", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        args.customers = args.customers[0]
+        child(args)
+        return
+    from bench.report import emit
+
+    rows: list[dict[str, object]] = []
+    backend = "postgresql" if args.postgres else "sqlite"
+    for n in args.customers:
+        r = spawn(
+            "--customers",
+            str(n),
+            "--batch",
+            str(args.batch),
+            *(["--postgres", "--workers", str(args.workers)] if args.postgres else []),
+        )
+        row: dict[str, object] = {
+            "backend": backend,
+            "workers": args.workers,
+            "customers": n,
+            "transitions": r["transitions"],
+            "engine_s": r["engine_seconds"],
+            "transitions_per_s": r["transitions_per_s"],
+            "peak_rss_mb": r["peak_rss_mb"],
+        }
+        if not args.postgres:
+            raw = spawn("--customers", str(n), "--raw")
+            row["raw_sql_per_s"] = raw["transitions_per_s"]
+            row["share_of_ceiling"] = f"{r['transitions_per_s'] / raw['transitions_per_s']:.0%}"
+        rows.append(row)
+    emit(
+        "engine_throughput",
+        rows,
+        {
+            "journey": "cart-recovery",
+            "batch": args.batch,
+            "path": "no reactions: 7 transitions, 3 outbox rows each",
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

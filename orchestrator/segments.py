@@ -1,0 +1,168 @@
+"""Segment membership as events: ``segment.entered`` and ``segment.exited``.
+
+A named segment (``[segments]`` in the configuration, or ``segments:`` in a journey file) is
+a condition over traits and event history. Conditions already read segments with
+``segment('vip')``; this module lets a journey *start* when someone joins one::
+
+    entry:
+      event: segment.entered
+      where: properties.segment == 'vip'
+
+Why stored membership rather than comparing "before" and "after" an event: by the time an
+event is applied it is already in the history the condition reads, so "before" cannot be
+recomputed honestly; and a stored row also says since when a customer is in a segment.
+The ``segment_memberships`` table holds one row per (customer, segment) the customer is in.
+
+When an event could change a segment (an identify or traits can change any segment; a
+track event only the segments whose conditions count that event, directly or through
+``segment()``), the watch re-evaluates those segments, updates the rows, and writes an
+internal event per change into the inbox in the same transaction. The inbox worker applies
+it like any other event, in order, so a journey's entry, goal, exit and waits can all use
+it. The message id is derived from the causing event, so a re-run batch writes nothing
+twice.
+
+None of this runs unless some current journey listens for ``segment.entered`` or
+``segment.exited``: evaluating history conditions costs queries, and the event hot path
+must not pay for a feature nobody uses.
+
+Not covered: a segment that changes with the mere passing of time (``days_since(...) > 30``
+becomes true without any event) is noticed at the customer's next event, not at the moment
+it turns true.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, select
+
+from journeys import JourneyVersion, Scope
+from journeys.conditions import Condition
+from journeys.schema import WaitStep
+from orchestrator.db import tables as t
+from orchestrator.db.sql import upsert
+from orchestrator.model import Customer, InboxEvent
+
+ENTERED = "segment.entered"
+EXITED = "segment.exited"
+SEGMENT_EVENTS = frozenset({ENTERED, EXITED})
+
+ScopeMaker = Callable[[Connection, Customer, Mapping[str, Any], "str | None"], Scope]
+
+
+def listens(version: JourneyVersion) -> bool:
+    """Whether a journey reacts to segment membership events anywhere (entry, goal, exit,
+    a wait)."""
+    j = version.definition
+    names = {j.entry.event, j.goal.event if j.goal else None, *(m.event for m in j.exit_on)}
+    for step in j.steps:
+        if isinstance(step, WaitStep):
+            names.update(m.event for m in step.for_)
+    return bool(names & SEGMENT_EVENTS)
+
+
+class SegmentWatch:
+    """Keeps ``segment_memberships`` current and turns changes into inbox events."""
+
+    def __init__(self, segments: Mapping[str, Condition]) -> None:
+        self.segments = dict(segments)
+        self.active = False
+        self._events = {name: self._depends_on(name, set()) for name in self.segments}
+
+    def listen(self, versions: Iterable[JourneyVersion]) -> None:
+        """Switch the watch on when some journey uses segment events (engine reindex)."""
+        self.active = bool(self.segments) and any(listens(v) for v in versions)
+
+    def _depends_on(self, name: str, seen: set[str]) -> frozenset[str]:
+        """Events a segment's condition counts, including through segments it names."""
+        cond = self.segments.get(name)
+        if cond is None or name in seen:
+            return frozenset()
+        seen.add(name)
+        out = set(cond.events)
+        for other in cond.segments:
+            out |= self._depends_on(other, seen)
+        return frozenset(out)
+
+    def affected(self, ev: InboxEvent) -> list[str]:
+        """The segments this event may change."""
+        if ev.name in SEGMENT_EVENTS:
+            return []
+        if ev.kind == "identify" or ev.traits:
+            return sorted(self.segments)
+        return sorted(n for n, events in self._events.items() if ev.name in events)
+
+    def observe(
+        self,
+        conn: Connection,
+        customer: Customer,
+        ev: InboxEvent,
+        make_scope: ScopeMaker,
+        now: datetime,
+    ) -> list[tuple[str, str]]:
+        """Re-evaluate the segments ``ev`` may change for ``customer``; record and announce
+        the changes. Returns them as (event name, segment) for logs and tests."""
+        if not self.active:
+            return []
+        names = self.affected(ev)
+        if not names:
+            return []
+        m = t.segment_memberships.c
+        stored = {
+            r.segment
+            for r in conn.execute(
+                select(m.segment).where(m.customer_id == customer.id, m.segment.in_(names))
+            )
+        }
+        scope = make_scope(conn, customer, {}, None)
+        now_in = {n for n in names if self.segments[n](scope)}
+        entered, exited = sorted(now_in - stored), sorted(stored - now_in)
+        if not entered and not exited:
+            return []
+        upsert(
+            conn,
+            t.segment_memberships,
+            [{"customer_id": customer.id, "segment": n, "entered_at": now} for n in entered],
+            keys=["customer_id", "segment"],
+            update=[],
+        )
+        if exited:
+            conn.execute(
+                delete(t.segment_memberships).where(
+                    m.customer_id == customer.id, m.segment.in_(exited)
+                )
+            )
+        changes = [(ENTERED, n) for n in entered] + [(EXITED, n) for n in exited]
+        upsert(
+            conn,
+            t.events,
+            [
+                {
+                    "message_id": _message_id(ev.message_id, customer.id, name, segment),
+                    "kind": "internal",
+                    "name": name,
+                    "customer_id": customer.id,
+                    "anonymous_id": None,
+                    "properties": {"segment": segment, "cause": ev.message_id},
+                    "traits": {},
+                    "context": {},
+                    "occurred_at": ev.occurred_at,
+                    "received_at": now,
+                }
+                for name, segment in changes
+            ],
+            keys=["message_id"],
+            update=[],
+        )
+        return changes
+
+
+def _message_id(cause: str, customer: str, name: str, segment: str) -> str:
+    raw = "\x1f".join((cause, customer, name, segment)).encode()
+    return f"{name}:{hashlib.sha256(raw).hexdigest()[:40]}"
+
+
+__all__ = ["ENTERED", "EXITED", "SEGMENT_EVENTS", "SegmentWatch", "listens"]

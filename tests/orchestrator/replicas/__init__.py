@@ -1,0 +1,1 @@
+"""Real worker processes sharing one PostgreSQL database (issue: replicas, crash safety)."""

@@ -1,0 +1,227 @@
+"""Named segments as a designer uses them: each condition form over traits and event
+history, in entries, splits, variants and scheduled entries, and membership changes that
+start (``segment.entered``) and end (``segment.exited``) journeys."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from orchestrator.db import tables as t
+from orchestrator.ingest import EventIn, record
+from orchestrator.model import Customer
+from tests.conftest import EXAMPLES
+from tests.orchestrator.conftest import Harness, HarnessFactory
+
+SEGMENTS = {
+    # "country is NL"
+    "nl": "traits.country == 'NL'",
+    # a segment built on another one
+    "vip": "traits.tier == 'gold' and segment('nl')",
+    # "bought from category cat-litter in the last 90 days"
+    "cat_buyers": "count('order_completed', within='90d', "
+    "where=\"properties.category == 'cat-litter'\") > 0",
+    # "opened no email in 30 days"
+    "dormant": "count('email.opened', within='30d') == 0",
+    # "last order more than 60 days ago"
+    "lapsed": "days_since('order_completed') > 60",
+}
+
+EXTRA = {
+    "vip-welcome.yaml": """
+journey: vip-welcome
+entry:
+  event: segment.entered
+  where: properties.segment == 'vip'
+  reentry: always
+exit_on:
+  - event: segment.exited
+    where: properties.segment == 'vip'
+steps:
+  - id: hello
+    type: send
+    channel: email
+    template: welcome
+  - id: linger
+    type: delay
+    duration: 30d
+  - id: done
+    type: exit
+""",
+    "cat-care.yaml": """
+journey: cat-care
+entry:
+  event: segment.entered
+  where: properties.segment == 'cat_buyers'
+steps:
+  - id: tips
+    type: send
+    channel: email
+    template: welcome_tips
+  - id: done
+    type: exit
+""",
+    "greet.yaml": """
+journey: greet
+entry:
+  event: product_viewed
+  where: segment('nl')
+  reentry: always
+steps:
+  - id: hello
+    type: send
+    channel: email
+    template: welcome
+    variants:
+      - when: segment('cat_buyers')
+        template: welcome_tips
+  - id: done
+    type: exit
+""",
+}
+
+
+@pytest.fixture
+def h(make_harness: HarnessFactory, tmp_path: Path) -> Harness:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for name, text in EXTRA.items():
+        (extra / name).write_text(text)
+    return make_harness(journeys=[str(EXAMPLES), str(extra)], segments=SEGMENTS)
+
+
+def past(h: Harness, user: str, name: str, days_ago: float, **props: Any) -> None:
+    """An event that happened ``days_ago`` (a backfilled order history)."""
+    at = h.clock.now() - timedelta(days=days_ago)
+    body = {
+        "userId": user,
+        "event": name,
+        "properties": props,
+        "timestamp": at.isoformat(),
+        "messageId": f"past-{user}-{name}-{days_ago}-{sorted(props.items())}",
+    }
+    with h.rt.db.begin() as conn:
+        record(conn, [EventIn.model_validate(body)], h.clock.now())
+    h.engine.run_until_idle()
+
+
+def member(h: Harness, user: str, segment: str) -> bool:
+    """Evaluate a named segment the way the engine does (database-backed history)."""
+    with h.rt.db.connect() as conn:
+        row = conn.execute(select(t.customers).where(t.customers.c.id == user)).one()
+        scope = h.engine._scope(conn, Customer.from_row(row), {}, None)
+        return h.engine.segments[segment](scope)
+
+
+def test_trait_conditions_and_segments_of_segments(h: Harness) -> None:
+    h.identify("ann", country="NL", tier="gold")
+    h.identify("bea", country="BE", tier="gold")
+    h.identify("cor", country="NL", tier="silver")
+    assert [member(h, u, "nl") for u in ("ann", "bea", "cor")] == [True, False, True]
+    assert [member(h, u, "vip") for u in ("ann", "bea", "cor")] == [True, False, False]
+
+
+def test_count_within_a_window_filtered_on_properties(h: Harness) -> None:
+    h.identify("ann", country="NL")
+    past(h, "ann", "order_completed", 100, category="cat-litter")  # too long ago
+    past(h, "ann", "order_completed", 10, category="dog-food")  # another category
+    assert not member(h, "ann", "cat_buyers")
+    past(h, "ann", "order_completed", 89, category="cat-litter")
+    assert member(h, "ann", "cat_buyers")
+    h.clock.advance(timedelta(days=2))  # the purchase ages out of the 90 days
+    assert not member(h, "ann", "cat_buyers")
+
+
+def test_no_email_opened_in_30_days_and_days_since(h: Harness) -> None:
+    h.identify("ann", country="NL")
+    assert member(h, "ann", "dormant")  # never opened anything
+    assert not member(h, "ann", "lapsed")  # never ordered: days_since is null
+    past(h, "ann", "email.opened", 40)
+    past(h, "ann", "order_completed", 61, category="dog-food")
+    assert member(h, "ann", "dormant") and member(h, "ann", "lapsed")
+    past(h, "ann", "email.opened", 5)
+    assert not member(h, "ann", "dormant")
+
+
+def test_entering_a_segment_by_identify_starts_a_journey_and_leaving_it_ends_it(
+    h: Harness,
+) -> None:
+    assert h.engine.segment_watch.active
+    h.identify("ann", email="ann@example.nl", country="NL", tier="silver")
+    assert h.enrollments("ann", "vip-welcome") == []
+    h.identify("ann", tier="gold")  # now a VIP
+    enr = h.one("ann", "vip-welcome")
+    assert (enr.status, enr.state) == ("live", "linger")
+    assert [d.template for d in h.deliveries("ann")] == ["welcome"]
+    h.identify("ann", tier="gold", first_name="Ann")  # still VIP: nothing new
+    assert len(h.enrollments("ann", "vip-welcome")) == 1
+    h.identify("ann", country="BE")  # out of 'nl', so out of 'vip'
+    enr = h.one("ann", "vip-welcome")
+    assert (enr.status, enr.exit_reason) == ("ended", "segment.exited")
+    with h.rt.db.connect() as conn:
+        m = t.segment_memberships.c
+        rows = conn.execute(select(m.segment).where(m.customer_id == "ann")).scalars().all()
+        names = [
+            (e.name, e.properties["segment"])
+            for e in conn.execute(
+                select(t.events).where(t.events.c.kind == "internal").order_by(t.events.c.id)
+            )
+        ]
+    assert sorted(rows) == ["dormant"]  # still never opened an email
+    assert names == [
+        ("segment.entered", "dormant"),
+        ("segment.entered", "nl"),
+        ("segment.entered", "vip"),
+        ("segment.exited", "nl"),
+        ("segment.exited", "vip"),
+    ]
+
+
+def test_a_track_event_that_changes_a_history_segment_starts_a_journey(h: Harness) -> None:
+    h.identify("ann", email="ann@example.nl", country="NL")
+    h.event("ann", "order_completed", category="dog-food")
+    assert h.enrollments("ann", "cat-care") == []
+    h.event("ann", "order_completed", category="cat-litter")
+    assert h.one("ann", "cat-care").exit_reason == "completed"
+    assert [d.template for d in h.deliveries("ann")] == ["welcome_tips"]
+
+
+def test_segments_in_entry_conditions_and_variants(h: Harness) -> None:
+    h.identify("de", email="de@example.de", country="DE")
+    h.identify("nl", email="nl@example.nl", country="NL")
+    h.identify("cat", email="cat@example.nl", country="NL")
+    past(h, "cat", "order_completed", 20, category="cat-litter")
+    for user in ("de", "nl", "cat"):
+        h.event(user, "product_viewed")
+    assert h.enrollments("de", "greet") == []  # the entry's segment('nl') is false
+    greet = {
+        u: [d.template for d in h.deliveries(u) if d.journey == "greet"] for u in ("nl", "cat")
+    }
+    assert greet == {"nl": ["welcome"], "cat": ["welcome_tips"]}  # the variant's segment
+
+
+def test_segments_in_a_scheduled_entry_and_a_split(h: Harness) -> None:
+    # win-back: every Monday, customers whose last order is over 90 days old; cat owners
+    # (cat litter within a year, a journey-file segment) get the cat offer.
+    for user in ("cat", "gen", "recent"):
+        h.identify(user, email=f"{user}@example.nl", country="NL")
+    past(h, "cat", "order_completed", 120, category="cat-litter")
+    past(h, "gen", "order_completed", 120, category="dog-food")
+    past(h, "recent", "order_completed", 10, category="cat-litter")
+    assert h.engine.enroll_scheduled("win-back", h.clock.now()) == 2
+    offers = {
+        u: [d.template for d in h.deliveries(u) if d.journey == "win-back"]
+        for u in ("cat", "gen", "recent")
+    }
+    assert offers == {"cat": ["winback_cat"], "gen": ["winback_general"], "recent": []}
+
+
+def test_no_segment_bookkeeping_when_no_journey_listens(make_harness: HarnessFactory) -> None:
+    h = make_harness(segments=SEGMENTS)  # the examples only: none uses segment events
+    assert not h.engine.segment_watch.active
+    h.identify("ann", country="NL", tier="gold")
+    assert h.count(t.segment_memberships) == 0
