@@ -42,7 +42,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
         workers=3,
         customers=240,
         batch=20,
-        kill_every=1.0,
+        kill_every=0.4,
         max_kills=6,
     )
     assert out.kills >= 3
