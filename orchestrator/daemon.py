@@ -7,6 +7,11 @@ processes can share them.
 
 SIGTERM/SIGINT stop taking new batches, let the batch in hand finish and commit, close
 channels and exit 0.
+
+A database that goes away (PostgreSQL restarted or failed over, connections cut, SQLite
+locked past its busy timeout) is an outage to ride out, not a crash: the jobs log it once,
+back off, and resume when it answers again. Nothing is lost because every step is a
+transaction that either committed or will be done again.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import asyncio
 import contextlib
 import faulthandler
 import signal
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -23,13 +30,76 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from orchestrator.dispatcher import Dispatcher
+from orchestrator.dispatcher import Dispatcher, database_unavailable
 from orchestrator.notify import INBOX, OUTBOX, Listener
 from orchestrator.policies import Policies
 from orchestrator.runtime import Runtime
 
 Role = Literal["all", "api", "worker"]
 log = structlog.get_logger("parcours.daemon")
+
+
+class DatabaseHealth:
+    """Whether the workers can reach the database. The first failure is logged once with
+    what happened; the jobs then pause with exponential backoff (from ``first`` to
+    ``longest`` seconds, a reminder every ``remind`` seconds) and the first success logs
+    the recovery with how long it lasted. Called from the scheduler's threads."""
+
+    def __init__(self, first: float, longest: float = 5.0, remind: float = 60.0) -> None:
+        self.first = first
+        self.longest = max(first, longest)
+        self.remind = remind
+        self.down_since: float | None = None
+        self._delay = first
+        self._retry_at = 0.0
+        self._reminded = 0.0
+        self._recovered_at = 0.0
+        self._lock = threading.Lock()
+
+    def may_try(self) -> bool:
+        with self._lock:
+            return self.down_since is None or time.monotonic() >= self._retry_at
+
+    def retry_now(self) -> None:
+        with self._lock:
+            self._retry_at = 0.0
+
+    def failed(self, job: str, exc: BaseException, started: float) -> None:
+        """``job``, started at ``started`` (``time.monotonic()``), failed with ``exc``."""
+        now = time.monotonic()
+        error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        with self._lock:
+            if self.down_since is None and started < self._recovered_at:
+                return  # began before the recovery another job saw: not a new outage
+            if self.down_since is None:
+                self.down_since = self._reminded = now
+                self._delay = self.first
+                log.warning(
+                    "database unavailable: workers pause and retry",
+                    job=job,
+                    error=error,
+                    retry_in=round(self._delay, 1),
+                )
+            else:
+                self._delay = min(self._delay * 2, self.longest)
+                if now - self._reminded >= self.remind:
+                    self._reminded = now
+                    log.warning(
+                        "database still unavailable",
+                        down_seconds=round(now - self.down_since, 1),
+                        error=error,
+                    )
+            self._retry_at = now + self._delay
+
+    def succeeded(self) -> None:
+        if self.down_since is None:  # the common case, without the lock
+            return
+        with self._lock:
+            if self.down_since is not None:
+                self._recovered_at = time.monotonic()
+                down = self._recovered_at - self.down_since
+                self.down_since = None
+                log.info("database available again: workers resume", down_seconds=round(down, 1))
 
 
 class Workers:
@@ -44,6 +114,7 @@ class Workers:
         self.dispatch_idle = asyncio.Event()
         self.dispatch_idle.set()
         s = runtime.settings
+        self.health = DatabaseHealth(first=s.workers.poll_interval)
         self.dispatcher = Dispatcher(
             runtime.db,
             runtime.clock,
@@ -66,13 +137,48 @@ class Workers:
             log.info(f"{what} processed", count=total)
         return total
 
+    def _guarded(self, job: str, work: Callable[[], int]) -> int:
+        """Run a job unless the database is known to be away; an outage ends the job
+        quietly (the health tracker logs it) instead of a traceback per job per tick."""
+        if not self.health.may_try():
+            return 0
+        started = time.monotonic()
+        try:
+            n = work()
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            self.health.failed(job, exc, started)
+            return 0
+        self.health.succeeded()
+        return n
+
+    async def _aguarded(self, job: str, work: Callable[[], Awaitable[int]]) -> int:
+        if not self.health.may_try():
+            return 0
+        started = time.monotonic()
+        try:
+            n = await work()
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            self.health.failed(job, exc, started)
+            return 0
+        self.health.succeeded()
+        return n
+
     def inbox(self) -> int:
-        return self._drain(self.rt.engine.process_inbox, "events")
+        return self._guarded("inbox", lambda: self._drain(self.rt.engine.process_inbox, "events"))
 
     def timers(self) -> int:
-        return self._drain(self.rt.engine.fire_due_timers, "timers")
+        return self._guarded(
+            "timers", lambda: self._drain(self.rt.engine.fire_due_timers, "timers")
+        )
 
     async def dispatch(self) -> int:
+        return await self._aguarded("dispatch", self._dispatch)
+
+    async def _dispatch(self) -> int:
         self.dispatch_idle.clear()
         try:
             total = await self.dispatcher.drain(
@@ -85,12 +191,20 @@ class Workers:
         return total
 
     def scheduled(self, journey: str) -> None:
-        n = self.rt.engine.enroll_scheduled(journey, self.rt.clock.now())
-        log.info("scheduled entry", journey=journey, enrolled=n)
+        def enroll() -> int:
+            n = self.rt.engine.enroll_scheduled(journey, self.rt.clock.now())
+            log.info("scheduled entry", journey=journey, enrolled=n)
+            return n
+
+        self._guarded(f"schedule:{journey}", enroll)
 
     def refresh(self) -> None:
-        with self.rt.db.connect() as conn:
-            self.rt.registry.refresh_paused(conn)
+        def read() -> int:
+            with self.rt.db.connect() as conn:
+                self.rt.registry.refresh_paused(conn)
+            return 0
+
+        self._guarded("refresh", read)
 
 
 def make_scheduler(workers: Workers) -> AsyncIOScheduler:
@@ -136,7 +250,7 @@ async def serve(runtime: Runtime, role: Role = "all") -> None:
     if scheduler is not None:
         scheduler.start()
         if runtime.db.dialect.name == "postgresql":
-            listener = _listen(runtime, scheduler, loop)
+            listener = _listen(runtime, scheduler, loop, workers.health)
         log.info(
             "workers started",
             interval=runtime.settings.workers.poll_interval,
@@ -162,7 +276,10 @@ async def serve(runtime: Runtime, role: Role = "all") -> None:
 
 
 def _listen(
-    runtime: Runtime, scheduler: AsyncIOScheduler, loop: asyncio.AbstractEventLoop
+    runtime: Runtime,
+    scheduler: AsyncIOScheduler,
+    loop: asyncio.AbstractEventLoop,
+    health: DatabaseHealth,
 ) -> Listener:
     """Run the inbox or dispatch job as soon as another process announces work."""
     jobs = {INBOX: "inbox", OUTBOX: "dispatch"}
@@ -171,6 +288,7 @@ def _listen(
         job_id = jobs.get(queue)
         if job_id is None:
             return
+        health.retry_now()  # a notification proves the database answers again
 
         def now() -> None:
             job = scheduler.get_job(job_id)

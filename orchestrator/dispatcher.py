@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from sqlalchemy import Engine as SqlEngine
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from channels.base import (
     AudienceChannel,
@@ -50,6 +52,13 @@ from orchestrator.policies import Policies
 log = structlog.get_logger("parcours.dispatcher")
 
 MAX_ERROR = 2000
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """A refused, lost or locked database connection: transient, worth retrying."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +296,28 @@ class Dispatcher:
                 )
         return out
 
+    def record_within_lease(self, outcomes: Sequence[Outcome], claimed_at: float) -> None:
+        """``record``, retried while the database is unreachable (a restart, a failover)
+        and the lease taken at ``claimed_at`` (``time.monotonic()``) still holds: these
+        messages have gone out, and a result not written means sending them again once the
+        lease ends. Past most of the lease the error is raised and that is what happens."""
+        deadline = claimed_at + 0.8 * self.lease.total_seconds()
+        delay = 0.1
+        while True:
+            try:
+                self.record(outcomes)
+                return
+            except Exception as exc:
+                if not database_unavailable(exc) or time.monotonic() + delay >= deadline:
+                    raise
+                log.warning(
+                    "recording results: database unavailable; retrying",
+                    deliveries=len(outcomes),
+                    error=str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "",
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def record(self, outcomes: Sequence[Outcome]) -> None:
         """Write a batch's results in one transaction: one executemany UPDATE per outcome
         kind (a row per statement cost a round trip each and dominated large batches). The
@@ -343,11 +374,12 @@ class Dispatcher:
     # -- sending ---------------------------------------------------------------------------
     async def dispatch_once(self, limit: int = 500) -> int:
         """Claim, send and record one batch; return how many deliveries were handled."""
+        claimed_at = time.monotonic()
         claimed, recipients = await asyncio.to_thread(self.claim, limit)
         if not claimed:
             return 0
         outcomes = await self._send_batch(claimed, recipients)
-        await asyncio.to_thread(self.record, outcomes)
+        await asyncio.to_thread(self.record_within_lease, outcomes, claimed_at)
         return len(claimed)
 
     async def drain(self, limit: int = 500, *, stop: Callable[[], bool] | None = None) -> int:
@@ -358,13 +390,16 @@ class Dispatcher:
         recording: asyncio.Task[None] | None = None
         try:
             while not (stop and stop()):
+                claimed_at = time.monotonic()
                 claimed, recipients = await asyncio.to_thread(self.claim, limit)
                 if not claimed:
                     break
                 outcomes = await self._send_batch(claimed, recipients)
                 if recording is not None:
                     await recording
-                recording = asyncio.create_task(asyncio.to_thread(self.record, outcomes))
+                recording = asyncio.create_task(
+                    asyncio.to_thread(self.record_within_lease, outcomes, claimed_at)
+                )
                 total += len(claimed)
         finally:
             if recording is not None:

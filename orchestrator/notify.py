@@ -47,13 +47,22 @@ class Listener:
         self._stop.set()
 
     def _run(self) -> None:
+        lost = False
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self.dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    if lost:  # work announced while we were away was not heard: look now
+                        log.info("listener reconnected")
+                        lost = False
+                        self.on_work(INBOX)
+                        self.on_work(OUTBOX)
                     while not self._stop.is_set():
                         for n in conn.notifies(timeout=1.0):
                             self.on_work(n.payload)
             except psycopg.Error as exc:  # connection cut: reconnect after a pause
-                log.warning("listener reconnecting", error=str(exc))
+                if not lost:  # once per outage; polling carries on meanwhile
+                    error = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    log.warning("listener lost its connection; reconnecting", error=error)
+                lost = True
                 self._stop.wait(1.0)
