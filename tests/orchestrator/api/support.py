@@ -31,7 +31,8 @@ START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 ENV = {"MG_SIGNING": MAILGUN_KEY, "PM_HOOK": POSTMARK_PASSWORD}
 
 
-def make_settings(db_path: Path, sendgrid_public: str, **overrides: Any) -> Settings:
+def make_settings(database: Path | str, sendgrid_public: str, **overrides: Any) -> Settings:
+    """Settings for the API tests; ``database`` is a SQLite file or a database URL."""
     channels = {
         "email": {
             "type": "log",
@@ -59,7 +60,7 @@ def make_settings(db_path: Path, sendgrid_public: str, **overrides: Any) -> Sett
         "retargeting": {"type": "log", "kind": "paid", "medium": "audience"},
     }
     values: dict[str, Any] = {
-        "database_url": f"sqlite:///{db_path}",
+        "database_url": database if isinstance(database, str) else f"sqlite:///{database}",
         "journeys": [str(ROOT / "journeys/examples")],
         "templates": str(ROOT / "journeys/examples/templates"),
         "keys": {

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select
 from starlette.testclient import TestClient
 
 from channels.base import Recipient, RetryableError
@@ -32,6 +32,8 @@ from tests.orchestrator.api.support import (
     rows,
     tracking_urls,
 )
+
+ON_POSTGRES_TOO = True  # each test runs on SQLite and on PostgreSQL
 
 
 def test_admin_key_as_bearer_or_basic_user(client: TestClient) -> None:
@@ -255,9 +257,7 @@ def personal_data_left(runtime: Runtime) -> list[str]:
                 for needle in (EMAIL, FIRST, LAST, PHONE, "203.0.113.9", "dev-0", "dev-1", "dev-2"):
                     if needle in text_:
                         found.append(f"{table.name}: {needle} in {text_[:200]}")
-        names = [
-            r[0] for r in conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
-        ]
+        names = inspect(conn).get_table_names()
     assert set(t.metadata.tables) <= set(names)
     return found
 

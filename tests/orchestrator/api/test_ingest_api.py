@@ -18,6 +18,8 @@ from orchestrator.db import tables as t
 from orchestrator.runtime import Runtime
 from tests.orchestrator.api.support import WRITE, basic, cart_abandoned, identify, rows
 
+ON_POSTGRES_TOO = True  # each test runs on SQLite and on PostgreSQL
+
 
 def count_events(runtime: Runtime) -> int:
     with runtime.db.connect() as conn:

@@ -24,6 +24,8 @@ from tests.orchestrator.api.support import (
     transitions,
 )
 
+ON_POSTGRES_TOO = True  # each test runs on SQLite and on PostgreSQL
+
 GIF_MAGIC = b"GIF89a"
 
 

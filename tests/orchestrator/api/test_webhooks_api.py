@@ -36,6 +36,8 @@ from tests.orchestrator.api.support import (
     rows,
 )
 
+ON_POSTGRES_TOO = True  # each test runs on SQLite and on PostgreSQL
+
 
 def count(runtime: Runtime, table: Any) -> int:
     with runtime.db.connect() as conn:
