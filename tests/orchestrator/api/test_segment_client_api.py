@@ -3,44 +3,13 @@ loopback, unchanged but for its ``host``: its batch enrolls a customer into cart
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator
-
 import pytest
-import uvicorn
-from fastapi import FastAPI
 from segment.analytics.client import Client
 from segment.analytics.request import APIError
 
 from orchestrator.db import tables as t
 from orchestrator.runtime import Runtime
 from tests.orchestrator.api.support import WRITE_KEY, enrollment, rows
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def server(app: FastAPI) -> Iterator[str]:
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
-    )
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not srv.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(5)
 
 
 @pytest.mark.parametrize("gzip", [False, True])
