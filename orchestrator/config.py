@@ -34,6 +34,9 @@ class HttpSettings(_Section):
     base_url: str = "http://127.0.0.1:8080"
     max_body_bytes: int = 512 * 1024
     max_batch_events: int = 2500
+    #: How often the API writes the site-message impressions it buffered (seconds); a
+    #: crash loses at most this long of impressions (orchestrator/api/impressions.py).
+    impression_flush_seconds: float = Field(0.2, gt=0, le=60)
 
 
 class KeySettings(_Section):

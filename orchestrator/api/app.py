@@ -9,7 +9,8 @@ the on-site message endpoints; never on admin or webhook paths.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -60,7 +61,16 @@ def _doc_models() -> list[type[BaseModel]]:
 
 def create_app(runtime: Runtime, *, env: Mapping[str, str] | None = None) -> FastAPI:
     """The API for ``runtime``. ``env`` holds webhook secrets (default: ``os.environ``)."""
+    state = ApiState.build(runtime, dict(os.environ if env is None else env))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Buffered site impressions are written before the process goes.
+        await state.pending_impressions.aclose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="parcours",
         version="1",
         description=DESCRIPTION,
@@ -68,12 +78,13 @@ def create_app(runtime: Runtime, *, env: Mapping[str, str] | None = None) -> Fas
         redoc_url=None,
         openapi_url="/openapi.json",
     )
-    state = ApiState.build(runtime, dict(os.environ if env is None else env))
     app.state.parcours = state
     app.state.metrics_registry, app.state.metrics_collector = build_registry(state)
     errors.install(app)
     for module in (ingest, reactions, webhooks, site, admin, health):
         app.include_router(module.router)
+    # Added first, so it sits inside the CORS middleware: the site's answers get CORS too.
+    app.add_middleware(site.SiteMessagesFastPath, state=state)
     app.add_middleware(ScopedCORS, prefixes=CORS_PREFIXES)
 
     def openapi() -> dict[str, Any]:

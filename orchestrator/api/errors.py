@@ -113,15 +113,19 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def database_busy(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """The answer to a database error: (status, body, headers).
+
+    SQLite waits busy_timeout for the write lock and PostgreSQL may drop a connection:
+    both are worth a retry, which Segment's clients do on 503 with Retry-After."""
+    log.warning("database unavailable", error=(str(exc).splitlines() or [""])[0][:200])
+    body = error_body(503, "unavailable", "the database is busy or unreachable; retry", None)
+    return 503, body, {"Retry-After": "1"}
+
+
 async def _database_busy(_: Request, exc: Exception) -> JSONResponse:
-    # SQLite waits busy_timeout for the write lock and PostgreSQL may drop a connection:
-    # both are worth a retry, which Segment's clients do on 503 with Retry-After.
-    log.warning("database unavailable", error=str(exc).splitlines()[0][:200])
-    return JSONResponse(
-        error_body(503, "unavailable", "the database is busy or unreachable; retry", None),
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
+    status, body, headers = database_busy(exc)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def install(app: FastAPI) -> None:

@@ -169,6 +169,17 @@ class DatabaseCollector(Collector):
         for event, n in sorted(reactions.items()):
             reacted.add_metric([event], n)
         yield reacted
+        buffer = self._state.pending_impressions
+        yield GaugeMetricFamily(
+            "parcours_api_site_impressions_pending",
+            "Site impressions buffered in this process, not yet written.",
+            value=len(buffer),
+        )
+        yield CounterMetricFamily(
+            "parcours_api_site_impressions_dropped",
+            "Site impressions lost: the buffer was full or the database down at shutdown.",
+            value=buffer.dropped,
+        )
 
 
 def build_registry(state: ApiState) -> tuple[CollectorRegistry, DatabaseCollector]:

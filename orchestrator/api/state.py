@@ -16,6 +16,7 @@ from sqlalchemy import Engine as SqlEngine
 from starlette.requests import Request
 
 from orchestrator.api.auth import KeyRing
+from orchestrator.api.impressions import ImpressionBuffer, write_impressions
 from orchestrator.runtime import Runtime
 
 
@@ -101,6 +102,14 @@ class ApiState:
     impressions: SeenSet = field(default_factory=SeenSet)
     receivers: dict[str, Any] = field(default_factory=dict)
     write_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Site impressions waiting to be written (flushed on an interval and on shutdown).
+    pending_impressions: ImpressionBuffer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pending_impressions = ImpressionBuffer(
+            lambda batch: write_impressions(self, batch),
+            interval=self.runtime.settings.http.impression_flush_seconds,
+        )
 
     @classmethod
     def build(cls, runtime: Runtime, env: Mapping[str, str]) -> ApiState:

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import insert
 from starlette.testclient import TestClient
 
+from orchestrator.api.state import ApiState
 from orchestrator.clock import VirtualClock
 from orchestrator.db import tables as t
 from orchestrator.runtime import Runtime
@@ -24,6 +25,8 @@ from tests.orchestrator.api.support import (
     post_events,
     transitions,
 )
+
+ON_POSTGRES_TOO = True  # each test runs on SQLite and on PostgreSQL
 
 
 def add_message(runtime: Runtime, key: str, customer: str = "u1", **values: Any) -> None:
@@ -96,6 +99,13 @@ def test_only_live_messages_newest_first(
     assert [m["delivery_key"] for m in r.json()["messages"]] == ["new", "old", "other-slot"]
 
 
+def flush_impressions(client: TestClient) -> None:
+    """Write the impressions the API buffered (it does so on its own every 0.2 s)."""
+    state: ApiState = client.app.state.parcours  # type: ignore[attr-defined]
+    assert client.portal is not None
+    client.portal.call(state.pending_impressions.flush)
+
+
 def test_impressions_are_recorded_once_per_message_and_day(
     client: TestClient, runtime: Runtime, clock: VirtualClock
 ) -> None:
@@ -103,10 +113,13 @@ def test_impressions_are_recorded_once_per_message_and_day(
     add_message(runtime, "k2")
     for _ in range(3):
         client.get("/v1/site/messages?userId=u1", headers=SITE)
+    flush_impressions(client)
     viewed = events_named(runtime, "site.viewed")
     assert sorted(e.properties["delivery_key"] for e in viewed) == ["k1", "k2"]
+    assert {e.customer_id for e in viewed} == {"u1"}
     clock.advance(timedelta(days=1))
     client.get("/v1/site/messages?userId=u1", headers=SITE)
+    flush_impressions(client)
     assert len(events_named(runtime, "site.viewed")) == 4
 
 
