@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,16 @@ def _settings(url: str) -> Any:
         journeys=[str(examples)],
         templates=str(examples / "templates"),
     )
+
+
+ARRIVALS = timedelta(minutes=1)
+
+
+def arrival(now: datetime, i: int, customers: int) -> datetime:
+    """When customer ``i`` abandoned the cart: the population arrives over the minute
+    before the engine starts, in order, as a burst of real traffic would (ids and
+    timestamps distinct to the millisecond), rather than all at one instant."""
+    return now - ARRIVALS + ARRIVALS * i / customers
 
 
 def _pg_database() -> tuple[str, Any]:
@@ -91,7 +101,7 @@ def run_engine(customers: int, url: str, batch: int) -> dict[str, Any]:
                 "properties": {"cart_id": f"k{i}", "total": 20},
                 "traits": {},
                 "context": {},
-                "occurred_at": now,
+                "occurred_at": arrival(now, i, customers),
                 "received_at": now,
             }
             for i in range(start, min(customers, start + chunk))
@@ -196,7 +206,7 @@ def run_workers(customers: int, url: str, batch: int, workers: int) -> dict[str,
                         "properties": {"cart_id": f"k{i}", "total": 20},
                         "traits": {},
                         "context": {},
-                        "occurred_at": now,
+                        "occurred_at": arrival(now, i, customers),
                         "received_at": now,
                     }
                     for i in range(start, min(customers, start + 20_000))

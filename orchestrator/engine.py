@@ -40,6 +40,7 @@ from journeys.schema import (
 )
 from orchestrator.clock import Clock
 from orchestrator.db import tables as t
+from orchestrator.db.reads import enrollments_where, sqlite_text
 from orchestrator.db.sql import claim, lock_rows
 from orchestrator.history import DbHistory
 from orchestrator.model import Customer, Enrollment, InboxEvent, enrollment_id
@@ -182,21 +183,10 @@ class Engine:
         limit = limit or self.batch_size
         with self.db.begin() as conn:
             now = self.clock.now()
-            q = (
-                select(t.enrollments)
-                .where(t.enrollments.c.status == "live")
-                .where(t.enrollments.c.wake_at.is_not(None))
-                .where(t.enrollments.c.wake_at <= now)
-                .order_by(t.enrollments.c.wake_at)
-                .limit(limit)
-            )
-            if self.registry.paused:
-                q = q.where(t.enrollments.c.journey.not_in(sorted(self.registry.paused)))
-            rows = conn.execute(claim(conn, q)).all()
-            if not rows:
+            enrs = self._claim_due(conn, now, limit)
+            if not enrs:
                 return 0
             work = self._work(conn, now)
-            enrs = [Enrollment.from_row(r) for r in rows]
             for enr in enrs:
                 trigger = enr.wake_trigger or "timeout"
                 version = self.registry.get(conn, enr.version)
@@ -206,6 +196,30 @@ class Engine:
                 self._settle(conn, work, version, enr, work.ref(enr.customer_id))
             self._flush(conn, work)
             return len(enrs)
+
+    def _claim_due(self, conn: Connection, now: datetime, limit: int) -> list[Enrollment]:
+        """The next ``limit`` live enrollments whose ``wake_at`` has come, oldest first
+        (skipping paused journeys); locked with SKIP LOCKED on PostgreSQL."""
+        paused = sorted(self.registry.paused)
+        if conn.dialect.name == "sqlite":
+            not_paused = f" AND journey NOT IN ({', '.join('?' * len(paused))})" if paused else ""
+            return enrollments_where(
+                conn,
+                "status = 'live' AND wake_at IS NOT NULL AND wake_at <= ?" + not_paused,
+                [sqlite_text(now), *paused, limit],
+                tail="ORDER BY wake_at LIMIT ?",
+            )
+        q = (
+            select(t.enrollments)
+            .where(t.enrollments.c.status == "live")
+            .where(t.enrollments.c.wake_at.is_not(None))
+            .where(t.enrollments.c.wake_at <= now)
+            .order_by(t.enrollments.c.wake_at)
+            .limit(limit)
+        )
+        if paused:
+            q = q.where(t.enrollments.c.journey.not_in(paused))
+        return [Enrollment.from_row(r) for r in conn.execute(claim(conn, q))]
 
     def run_until_idle(self, max_rounds: int = 1_000_000) -> int:
         """Process the inbox and due timers until neither has work (tests, simulation)."""
@@ -309,7 +323,7 @@ class Engine:
                         key="",
                         context={},
                         cause=f"schedule:{fired_at.isoformat()}",
-                        occurred_at=work.now,
+                        occurred_at=fired_at,
                     ):
                         entered += 1
                 self._flush(conn, work)
@@ -571,7 +585,7 @@ class Engine:
             after = entry.reentry_after
             if after is not None and work.now - last < after:
                 return None
-        eid = enrollment_id(version.name, customer.id, key, cause)
+        eid = enrollment_id(version.name, customer.id, key, cause, occurred_at)
         if eid in work.new:
             return None
         enr = Enrollment(

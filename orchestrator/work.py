@@ -38,18 +38,20 @@ _ENROLLMENT_COLUMNS = (
     "ended_at",
     "exit_reason",
 )
-_ENROLLMENT_CHANGES = (
+# An enrollment that moved and is still live changes only these columns. Leaving
+# ``status`` out of its UPDATE matters: SQLite maintains an index for every UPDATE that
+# names one of its columns (the live-key index is partial on ``status``), so naming it
+# would rewrite that index entry at every step for nothing.
+_ENROLLMENT_MOVES = (
     "state",
-    "status",
     "wake_at",
     "wake_trigger",
     "visits",
     "last_delivery",
     "arm",
     "step_entered_at",
-    "ended_at",
-    "exit_reason",
 )
+_ENROLLMENT_ENDS = (*_ENROLLMENT_MOVES, "status", "ended_at", "exit_reason")
 _CUSTOMER_COLUMNS = (
     "id",
     "email",
@@ -212,25 +214,45 @@ class Work:
                 for e in self.new.values()
             ),
         )
+        moved = [e for e in self.dirty.values() if e.status == "live"]
         bulk.update(
             "enrollments",
-            _ENROLLMENT_CHANGES,
+            _ENROLLMENT_MOVES,
             "id",
             (
                 (
                     e.state,
-                    e.status,
                     ts(e.wake_at),
                     e.wake_trigger,
                     js(e.visits),
                     e.last_delivery,
                     e.arm,
                     ts(e.step_entered_at),
+                    e.id,
+                )
+                for e in moved
+            ),
+        )
+        bulk.update(
+            "enrollments",
+            _ENROLLMENT_ENDS,
+            "id",
+            (
+                (
+                    e.state,
+                    ts(e.wake_at),
+                    e.wake_trigger,
+                    js(e.visits),
+                    e.last_delivery,
+                    e.arm,
+                    ts(e.step_entered_at),
+                    e.status,
                     ts(e.ended_at),
                     e.exit_reason,
                     e.id,
                 )
                 for e in self.dirty.values()
+                if e.status != "live"
             ),
         )
         bulk.insert(

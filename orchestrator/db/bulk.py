@@ -24,18 +24,18 @@ class Bulk:
         self.conn = conn
         self.sqlite = conn.dialect.name == "sqlite"
         self.mark = "?" if self.sqlite else "%s"
-        self._last: tuple[datetime | None, Any] = (None, None)
+        self._texts: dict[datetime, str] = {}
 
     def ts(self, value: datetime | None) -> Any:
         """A timestamp as the column type stores it (SQLite: naive UTC text). Most values
-        of a batch are the same instant, so the last conversion is remembered."""
+        of a batch are a handful of instants (now, now plus a step's timeout), so each
+        distinct one is converted once."""
         if value is None or not self.sqlite:
             return value
-        last, text = self._last
-        if value is last:
-            return text
-        text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-        self._last = (value, text)
+        text = self._texts.get(value)
+        if text is None:
+            text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            self._texts[value] = text
         return text
 
     def js(self, value: Any) -> Any:

@@ -148,10 +148,11 @@ def test_daemon_runs_applies_events_and_drains_on_sigterm(config: Path) -> None:
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if "pending" not in run("status", "-c", c)[1] and "sent 1" in run("status", "-c", c)[1]:
+            if "outbox: sent 1\n" in run("status", "-c", c)[1]:  # sent, nothing pending
                 break
             time.sleep(0.2)
-        assert "sent 1" in run("status", "-c", c)[1]
+        status = run("status", "-c", c)[1]
+        assert "outbox: sent 1\n" in status and "inbox: 0 unprocessed" in status
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)

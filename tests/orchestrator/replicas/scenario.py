@@ -94,7 +94,9 @@ def _events_for_phase(k: int, customers: int, rng: random.Random) -> list[dict[s
     elif k == 1:
         for i in range(0, customers, 3):
             cid = f"cust{i:04d}"
-            eid = enrollment_id("cart-recovery", cid, "c1", f"cart-{cid}")
+            eid = enrollment_id(
+                "cart-recovery", cid, "c1", f"cart-{cid}", T0 + timedelta(milliseconds=10)
+            )
             out.append(
                 {
                     "userId": cid,
