@@ -90,6 +90,8 @@ class Engine:
         self.batch_size = batch_size
         self._entry_index: dict[str, list[JourneyVersion]] = {}
         self._goal_index: set[str] = set()
+        #: Per journey version: its send steps on paid channels, (step, channel).
+        self._paid_steps: dict[str, list[tuple[str, str]]] = {}
         self.segment_watch = SegmentWatch(self.segments)
         self.reindex()
 
@@ -755,16 +757,16 @@ class Engine:
         enr.wake_at = None
         enr.wake_trigger = None
         work.touch(enr)
-        paid = sorted(
-            {
-                s.channel
+        paid = self._paid_steps.get(version.version)
+        if paid is None:
+            paid = self._paid_steps[version.version] = [
+                (sid, s.channel)
                 for sid, s in version.steps.items()
                 if isinstance(s, SendStep)
-                and enr.visits.get(sid)
                 and self.channels.get(s.channel, ChannelFacts("owned", "")).kind == "paid"
-            }
-        )
-        work.removals += [(enr, channel) for channel in paid]
+            ]
+        joined = sorted({channel for sid, channel in paid if enr.visits.get(sid)})
+        work.removals += [(enr, channel) for channel in joined]
 
     def _resolve_removals(self, conn: Connection, work: Work) -> None:
         """Queue removal from paid audiences for every membership that ends in this batch,

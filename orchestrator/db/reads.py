@@ -4,7 +4,7 @@ Claiming a batch of due timers through SQLAlchemy's result machinery ran every c
 every row through a type processor (four timestamps and two JSON documents per row): more
 time than the SQL itself. Here the rows come straight from ``sqlite3`` and are decoded by
 hand into the same values the column types produce. Timestamps repeat heavily within a
-batch (one virtual instant, one entering burst), so each distinct text is parsed once.
+batch (one instant for every step entered together), so each distinct text is parsed once.
 PostgreSQL keeps the SQLAlchemy path: psycopg already returns native values.
 """
 
@@ -31,22 +31,9 @@ def sqlite_text(value: datetime) -> str:
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-class _Times:
-    """Parses stored timestamps, each distinct text once per batch."""
-
-    __slots__ = ("seen",)
-
-    def __init__(self) -> None:
-        self.seen: dict[str, datetime] = {}
-
-    def __call__(self, text: str | None) -> datetime | None:
-        if text is None:
-            return None
-        found = self.seen.get(text)
-        if found is None:
-            found = datetime.fromisoformat(text).replace(tzinfo=UTC)
-            self.seen[text] = found
-        return found
+def _parse(seen: dict[str, datetime], text: str) -> datetime:
+    found = seen[text] = datetime.fromisoformat(text).replace(tzinfo=UTC)
+    return found
 
 
 def enrollments_where(
@@ -56,13 +43,12 @@ def enrollments_where(
     rows = conn.exec_driver_sql(
         f"SELECT {ENROLLMENT_COLUMNS} FROM enrollments WHERE {where} {tail}", tuple(params)
     ).fetchall()
-    when = _Times()
+    seen: dict[str, datetime] = {}
+    get = seen.get
     loads = orjson.loads
     out: list[Enrollment] = []
     for r in rows:
-        entered = when(r[13])
-        stepped = when(r[14])
-        assert entered is not None and stepped is not None
+        wake, entered, stepped, ended = r[7], r[13], r[14], r[15]
         out.append(
             Enrollment(
                 r[0],
@@ -72,15 +58,15 @@ def enrollments_where(
                 r[4],
                 r[5],
                 r[6],
-                entered,
-                stepped,
-                when(r[7]),
+                get(entered) or _parse(seen, entered),
+                get(stepped) or _parse(seen, stepped),
+                None if wake is None else get(wake) or _parse(seen, wake),
                 r[8],
                 loads(r[9] or "{}") or {},
                 loads(r[10] or "{}") or {},
                 r[11],
                 r[12],
-                when(r[15]),
+                None if ended is None else get(ended) or _parse(seen, ended),
                 r[16],
             )
         )
