@@ -18,7 +18,7 @@ warm-up pass that takes today's impressions (the steady state of a shop's pages:
   page renders look like: a rate, not clients that wait for each other.
 
     python -m bench.ingest_http [--seconds 5] [--batch 100] [--concurrency 8]
-    python -m bench.ingest_http --site-only --seconds 5 --site-rates 1000 2000 4000
+    python -m bench.ingest_http --site-only --seconds 5 --site-rates 1000 2000 4000 6000
 """
 
 from __future__ import annotations
@@ -401,7 +401,7 @@ def main() -> None:
         "--site-rates",
         type=float,
         nargs="*",
-        default=[1000.0, 2000.0, 4000.0],
+        default=[1000.0, 2000.0, 4000.0, 6000.0],
         help="open-loop request rates for GET /v1/site/messages (requests/s)",
     )
     parser.add_argument("--site-only", action="store_true", help="skip the ingest case")
@@ -409,6 +409,7 @@ def main() -> None:
     if args.mode == "serve":
         serve(args.db, args.port)
         return
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         port = _free_port()
@@ -436,6 +437,7 @@ def main() -> None:
         "keep-alive, in a process of its own (closed and open loop)",
         "seconds": args.seconds,
         "site_customers": args.customers,
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "targets": {"events_per_s": 5000, "site_p99_ms": 10},
     }
     try:
