@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, text, update
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -202,6 +202,8 @@ class Dispatcher:
                 select(c.id, c.consent, c.timezone).where(c.id.in_(ids[i : i + 900]))
             ):
                 consent[row.id] = {"record": dict(row.consent or {}), "timezone": row.timezone}
+        if policies.caps:
+            self._lock_capped(conn, rows)
         sent = self._recent_sends(conn, now, rows) if policies.caps else {}
         keep: list[Any] = []
         settled: list[dict[str, Any]] = []
@@ -264,6 +266,25 @@ class Dispatcher:
                 settled,
             )
         return keep
+
+    def _lock_capped(self, conn: Connection, rows: Sequence[Any]) -> None:
+        """Replicas on PostgreSQL: two workers may claim two messages of one customer at the
+        same moment, and each would count the other's as not yet sent. A transaction-scoped
+        advisory lock per customer with marketing sends in the batch makes the second
+        worker wait until the first has committed its ``sending`` rows, which it then
+        counts. Taken in sorted order (the array's order), so workers never deadlock.
+        SQLite has one writer at a time already."""
+        if conn.dialect.name != "postgresql":
+            return
+        ids = sorted({r.customer_id for r in rows if r.operation == "send" and not r.transactional})
+        if ids:
+            conn.execute(
+                text(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('parcours:cap:' || cid, 0)) "
+                    "FROM unnest(CAST(:ids AS text[])) AS cid"
+                ),
+                {"ids": ids},
+            )
 
     def _recent_sends(
         self, conn: Connection, now: datetime, rows: Sequence[Any]

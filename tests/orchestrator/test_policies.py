@@ -292,3 +292,60 @@ def test_default_quiet_hours_hold_marketing_but_not_transactional_sends(
     h.dispatch()
     assert h.deliveries("ams")[0].status == "sent"
     assert h.deliveries("nyc")[0].status == "pending"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_cap_holds_when_two_replicas_claim_one_customers_messages_at_once(
+    make_harness: HarnessFactory, journeys: list[str]
+) -> None:
+    """Two dispatchers (as two replicas) each claim one of ann's two emails at the same
+    moment; the second must count the first's as sent, not see an empty history."""
+    import threading
+
+    from orchestrator.dispatcher import Dispatcher
+
+    h = make(make_harness, journeys, caps=[{"channel": "email", "limit": 1, "period": "6h"}])
+    h.identify("ann", email="ann@example.nl")
+    h.event("ann", "signed_up")  # welcome-series: an email
+    h.event("ann", "cart_abandoned", cart_id="c1", total=30)  # cart-recovery: another
+    rt = h.rt
+    other = Dispatcher(
+        rt.db,
+        h.clock,
+        rt.channels,
+        rt.templates,
+        rt.tracking,
+        rt.settings.dispatch,
+        policies=Policies.from_settings(rt.settings),
+    )
+    first_counting = threading.Event()
+    original = Dispatcher._recent_sends
+
+    def slow_first(self: Dispatcher, conn: Any, now: datetime, rows: Any) -> Any:
+        out = original(self, conn, now, rows)
+        if self is h.dispatcher:  # hold the first claim open while the second one runs
+            first_counting.set()
+            threading.Event().wait(0.5)
+        return out
+
+    got: dict[str, int] = {}
+
+    def claim(name: str, d: Dispatcher) -> None:
+        got[name] = len(d.claim(1)[0])
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Dispatcher, "_recent_sends", slow_first)
+        a = threading.Thread(target=claim, args=("first", h.dispatcher))
+        a.start()
+        assert first_counting.wait(10)
+        b = threading.Thread(target=claim, args=("second", other))
+        b.start()
+        a.join(10)
+        b.join(10)
+    assert got == {"first": 1, "second": 0}
+    rows = {(d.journey, d.status, d.last_error) for d in h.deliveries("ann")}
+    assert rows == {
+        ("welcome-series", "sending", None),
+        ("cart-recovery", "skipped", "frequency cap email 1 per 6h"),
+    }
