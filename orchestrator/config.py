@@ -54,6 +54,16 @@ class WorkerSettings(_Section):
     poll_interval: float = 0.5
     batch_size: int = 500
     lease_seconds: float = 60.0
+    #: How often segments that read event history are re-evaluated for every customer, so
+    #: that one that changes with time alone ("no order for 60 days") is announced at most
+    #: this late (a duration such as ``15m`` or ``1h``).
+    segment_sweep_interval: str = "1h"
+
+    @field_validator("segment_sweep_interval")
+    @classmethod
+    def _sweep(cls, v: str) -> str:
+        parse_duration(v)
+        return v
 
 
 class DispatchSettings(_Section):

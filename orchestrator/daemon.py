@@ -30,6 +30,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from journeys.durations import parse_duration
 from orchestrator.dispatcher import Dispatcher, database_unavailable
 from orchestrator.notify import INBOX, OUTBOX, Listener
 from orchestrator.policies import Policies
@@ -198,6 +199,12 @@ class Workers:
 
         self._guarded(f"schedule:{journey}", enroll)
 
+    def segments(self) -> None:
+        engine, clock = self.rt.engine, self.rt.clock
+        self._guarded(
+            "segments", lambda: engine.sweep_segments(clock.now(), stop=lambda: self.stopping)
+        )
+
     def refresh(self) -> None:
         def read() -> int:
             with self.rt.db.connect() as conn:
@@ -216,6 +223,8 @@ def make_scheduler(workers: Workers) -> AsyncIOScheduler:
     sched.add_job(workers.timers, "interval", seconds=every, id="timers", **opts)
     sched.add_job(workers.dispatch, "interval", seconds=every, id="dispatch", **opts)
     sched.add_job(workers.refresh, "interval", seconds=5, id="refresh", **opts)
+    sweep = parse_duration(rt.settings.workers.segment_sweep_interval).total_seconds()
+    sched.add_job(workers.segments, "interval", seconds=sweep, id="segments", **opts)
     for v in rt.journeys:
         entry = v.definition.entry
         if entry.schedule:

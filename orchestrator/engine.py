@@ -17,7 +17,7 @@ from any paid audience the customer joined.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,7 +44,7 @@ from orchestrator.db.reads import enrollments_where, sqlite_text
 from orchestrator.db.sql import claim, lock_rows
 from orchestrator.history import DbHistory
 from orchestrator.model import Customer, Enrollment, InboxEvent, enrollment_id
-from orchestrator.notify import OUTBOX, notify
+from orchestrator.notify import INBOX, OUTBOX, notify
 from orchestrator.policies import record_consent
 from orchestrator.segments import SegmentWatch
 from orchestrator.timewindows import next_open, quiet_until, sticky_fraction, zone
@@ -330,6 +330,85 @@ class Engine:
                         entered += 1
                 self._flush(conn, work)
                 after = ids[-1]
+
+    def sweep_segments(
+        self, fired_at: datetime, page: int = 500, stop: Callable[[], bool] | None = None
+    ) -> int:
+        """Re-evaluate the segments that read event history for every customer and announce
+        membership changes (``segment.entered``/``segment.exited`` into the inbox): those
+        segments can change with the mere passing of time, when no event would make the
+        inbox notice. Returns the number of changes. On PostgreSQL one replica sweeps at a
+        time, and a customer whose events are being applied is left to the next sweep."""
+        watch = self.segment_watch
+        if not watch.active or not watch.timed:
+            return 0
+        cause = f"sweep:{fired_at.isoformat()}"
+        changes = 0
+        with self.db.connect() as guard:
+            if guard.dialect.name == "postgresql":
+                sweeping = text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))")
+                if not guard.execute(sweeping, {"k": "parcours:segment-sweep"}).scalar_one():
+                    guard.rollback()
+                    return 0
+                guard.commit()
+            try:
+                after = ""
+                while not (stop and stop()):  # a shutdown ends the sweep between pages
+                    with self.db.begin() as conn:
+                        rows = conn.execute(
+                            select(t.customers)
+                            .where(t.customers.c.id > after, t.customers.c.erased_at.is_(None))
+                            .order_by(t.customers.c.id)
+                            .limit(page)
+                        ).all()
+                        if not rows:
+                            break
+                        after = rows[-1].id
+                        owned = self._own_for_sweep(conn, [r.id for r in rows])
+                        now = self.clock.now()
+                        found = 0
+                        for row in rows:
+                            if row.id in owned:
+                                found += len(
+                                    watch.reconcile(
+                                        conn,
+                                        Customer.from_row(row),
+                                        watch.timed,
+                                        self._scope,
+                                        now,
+                                        cause=cause,
+                                        at=now,
+                                    )
+                                )
+                        if found:
+                            notify(conn, INBOX)
+                        changes += found
+            finally:
+                if guard.dialect.name == "postgresql":
+                    guard.execute(
+                        text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"),
+                        {"k": "parcours:segment-sweep"},
+                    )
+                    guard.commit()
+        if changes:
+            log.info("segment sweep", changes=changes)
+        return changes
+
+    def _own_for_sweep(self, conn: Connection, ids: Sequence[str]) -> set[str]:
+        """The customers of a sweep page no inbox batch holds (PostgreSQL: the same
+        per-customer advisory lock as ``_own_customers``); SQLite is serialised already."""
+        if conn.dialect.name != "postgresql":
+            return set(ids)
+        return {
+            r.cid
+            for r in conn.execute(
+                text(
+                    "SELECT cid FROM unnest(CAST(:ids AS text[])) AS cid "
+                    "WHERE pg_try_advisory_xact_lock(hashtextextended('parcours:' || cid, 0))"
+                ),
+                {"ids": list(ids)},
+            )
+        }
 
     # -- loading -------------------------------------------------------------------------
     def _work(self, conn: Connection, now: datetime) -> Work:

@@ -25,9 +25,12 @@ None of this runs unless some current journey listens for ``segment.entered`` or
 ``segment.exited``: evaluating history conditions costs queries, and the event hot path
 must not pay for a feature nobody uses.
 
-Not covered: a segment that changes with the mere passing of time (``days_since(...) > 30``
-becomes true without any event) is noticed at the customer's next event, not at the moment
-it turns true.
+A segment that changes with the mere passing of time (``days_since(...) > 30`` becomes
+true without any event; ``count(..., within='30d') == 0`` as the last one ages out) is
+caught by a sweep: every ``workers.segment_sweep_interval`` the daemon re-evaluates the
+segments that read event history for every customer, in pages, and announces the changes
+the same way (``Engine.sweep_segments``). Such a change is therefore seen at most one
+interval late; a customer's next event sees it at once.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ class SegmentWatch:
         self.segments = dict(segments)
         self.active = False
         self._events = {name: self._depends_on(name, set()) for name in self.segments}
+        #: Segments that count events (directly or through other segments): the ones that
+        #: can change as time passes, without any event.
+        self.timed = sorted(n for n, events in self._events.items() if events)
 
     def listen(self, versions: Iterable[JourneyVersion]) -> None:
         """Switch the watch on when some journey uses segment events (engine reindex)."""
@@ -110,6 +116,25 @@ class SegmentWatch:
         names = self.affected(ev)
         if not names:
             return []
+        return self.reconcile(
+            conn, customer, names, make_scope, now, cause=ev.message_id, at=ev.occurred_at
+        )
+
+    def reconcile(
+        self,
+        conn: Connection,
+        customer: Customer,
+        names: Iterable[str],
+        make_scope: ScopeMaker,
+        now: datetime,
+        *,
+        cause: str,
+        at: datetime,
+    ) -> list[tuple[str, str]]:
+        """Evaluate ``names`` for ``customer`` against the stored membership; record the
+        differences and write one inbox event per change, with a message id derived from
+        ``cause`` (the event, or the sweep) so a re-run writes nothing twice."""
+        names = list(names)
         m = t.segment_memberships.c
         stored = {
             r.segment
@@ -141,15 +166,15 @@ class SegmentWatch:
             t.events,
             [
                 {
-                    "message_id": _message_id(ev.message_id, customer.id, name, segment),
+                    "message_id": _message_id(cause, customer.id, name, segment),
                     "kind": "internal",
                     "name": name,
                     "customer_id": customer.id,
                     "anonymous_id": None,
-                    "properties": {"segment": segment, "cause": ev.message_id},
+                    "properties": {"segment": segment, "cause": cause},
                     "traits": {},
                     "context": {},
-                    "occurred_at": ev.occurred_at,
+                    "occurred_at": at,
                     "received_at": now,
                 }
                 for name, segment in changes

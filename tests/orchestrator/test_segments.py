@@ -225,3 +225,112 @@ def test_no_segment_bookkeeping_when_no_journey_listens(make_harness: HarnessFac
     assert not h.engine.segment_watch.active
     h.identify("ann", country="NL", tier="gold")
     assert h.count(t.segment_memberships) == 0
+
+
+LAPSED_WINBACK = """
+journey: lapsed-winback
+entry:
+  event: segment.entered
+  where: properties.segment == 'lapsed'
+steps:
+  - id: miss_you
+    type: send
+    channel: email
+    template: welcome
+  - id: done
+    type: exit
+"""
+
+
+def internal_events(h: Harness, user: str) -> list[tuple[str, str]]:
+    with h.rt.db.connect() as conn:
+        return [
+            (e.name, e.properties["segment"])
+            for e in conn.execute(
+                select(t.events)
+                .where(t.events.c.kind == "internal", t.events.c.customer_id == user)
+                .order_by(t.events.c.id)
+            )
+        ]
+
+
+def test_a_segment_that_changes_with_time_alone_is_announced_by_the_sweep(
+    make_harness: HarnessFactory, tmp_path: Path
+) -> None:
+    """'No order for 60 days' turns true on day 61 without any event; the sweep notices,
+    and the journey waiting for it starts. Leaving by time ('cat_buyers' after 90 days)
+    is announced too; a second sweep at the same moment announces nothing again."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for name, text in {**EXTRA, "lapsed-winback.yaml": LAPSED_WINBACK}.items():
+        (extra / name).write_text(text)
+    h = make_harness(journeys=[str(EXAMPLES), str(extra)], segments=SEGMENTS)
+    watch = h.engine.segment_watch
+    assert {"cat_buyers", "dormant", "lapsed"} <= set(watch.timed)
+    assert not {"nl", "vip"} & set(watch.timed)  # traits only: they change with events
+    h.identify("ann", email="ann@example.nl", country="NL")
+    past(h, "ann", "order_completed", 50, category="cat-litter")
+    h.identify("bob", email="bob@example.nl", country="NL")
+    assert h.engine.sweep_segments(h.clock.now()) == 0  # nothing changed since the events
+    assert h.enrollments("ann", "lapsed-winback") == []
+
+    h.clock.advance(timedelta(days=11))  # day 61 since ann's order; no event at all
+    assert h.engine.sweep_segments(h.clock.now()) == 1
+    assert h.engine.sweep_segments(h.clock.now()) == 0  # already announced
+    h.engine.run_until_idle()
+    enr = h.one("ann", "lapsed-winback")
+    assert enr.exit_reason == "completed"
+    assert [d.template for d in h.deliveries("ann")][-1] == "welcome"
+    assert internal_events(h, "ann")[-1] == ("segment.entered", "lapsed")
+
+    h.clock.advance(timedelta(days=30))  # the cat-litter order is now 91 days old
+    assert h.engine.sweep_segments(h.clock.now()) == 1
+    assert internal_events(h, "ann")[-1] == ("segment.exited", "cat_buyers")
+    assert internal_events(h, "bob") == [("segment.entered", "dormant"), ("segment.entered", "nl")]
+
+
+def test_the_sweep_leaves_erased_customers_alone_and_stops_when_asked(
+    make_harness: HarnessFactory, tmp_path: Path
+) -> None:
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    for name, text in {**EXTRA, "lapsed-winback.yaml": LAPSED_WINBACK}.items():
+        (extra / name).write_text(text)
+    h = make_harness(journeys=[str(EXAMPLES), str(extra)], segments=SEGMENTS)
+    for user in ("ann", "bob"):
+        h.identify(user, email=f"{user}@example.nl")
+        past(h, user, "order_completed", 50)
+    with h.rt.db.begin() as conn:
+        conn.execute(
+            t.customers.update().where(t.customers.c.id == "bob").values(erased_at=h.clock.now())
+        )
+    h.clock.advance(timedelta(days=11))
+    assert h.engine.sweep_segments(h.clock.now(), stop=lambda: True) == 0  # shutting down
+    assert h.engine.sweep_segments(h.clock.now(), page=1) == 1  # ann only
+    assert internal_events(h, "bob")[-1:] != [("segment.entered", "lapsed")]
+
+
+def test_no_sweep_when_no_journey_listens_for_segment_events(make_harness: HarnessFactory) -> None:
+    h = make_harness(segments=SEGMENTS)  # the examples only: nobody uses segment.entered
+    h.identify("ann", email="ann@example.nl")
+    past(h, "ann", "order_completed", 50)
+    h.clock.advance(timedelta(days=11))
+    assert not h.engine.segment_watch.active
+    assert h.engine.sweep_segments(h.clock.now()) == 0
+    assert internal_events(h, "ann") == []
+
+
+def test_the_daemon_sweeps_at_the_configured_interval(make_harness: HarnessFactory) -> None:
+    from orchestrator.daemon import Workers, make_scheduler
+
+    h = make_harness(segments=SEGMENTS, workers={"segment_sweep_interval": "15m"})
+    job = make_scheduler(Workers(h.rt)).get_job("segments")
+    assert job is not None and job.trigger.interval.total_seconds() == 900
+
+
+def test_a_bad_sweep_interval_is_refused_with_the_reason() -> None:
+    from orchestrator.config import ConfigError, load_settings
+    from tests.conftest import CONFIG
+
+    with pytest.raises(ConfigError, match="segment_sweep_interval"):
+        load_settings(CONFIG, workers={"segment_sweep_interval": "soon"})
