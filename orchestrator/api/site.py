@@ -4,13 +4,17 @@ reactions ``POST /v1/site/click`` and ``/v1/site/dismiss``.
 ``GET /v1/site/messages`` runs while the shop renders a page, so it is built for latency
 (target: p99 under 10 ms at 100 concurrent clients, docs/benchmarks.md):
 
-- :class:`SiteMessagesFastPath` answers it in front of FastAPI's routing, dependency
-  solving and response validation, which cost more than the query itself; the FastAPI
-  route below stays for the OpenAPI document and answers identically.
-- One prebuilt indexed query (``ix_site_messages_customer``) on the read-only engine, with
-  only the columns the answer needs. On SQLite it runs on the event loop's thread: a WAL
-  read takes no lock and tens of microseconds, less than handing it to a thread and
-  fighting that thread for the GIL. Other databases read in the thread pool.
+- :func:`answer_messages` answers it in front of FastAPI (``app.ParcoursAPI``): before
+  FastAPI's per-request OpenTelemetry check, Starlette's middleware, routing, dependency
+  solving and response validation, which together cost more than the query; it adds the
+  site's CORS headers itself. The FastAPI route below stays for the OpenAPI document and
+  answers identically.
+- One indexed query (``ix_site_messages_customer``) with only the columns the answer
+  needs (orchestrator/api/site_reads.py). On a SQLite file it runs on plain ``sqlite3``
+  on the event loop's thread: a WAL read takes no lock and a few microseconds, less than
+  handing it to a thread and fighting that thread for the GIL, and SQLAlchemy's execution
+  around it cost several times the query. Other databases read through SQLAlchemy in the
+  thread pool.
 - The ``site.viewed`` impressions (one per message and UTC day,
   ``site.viewed:<delivery>:<day>``) go to an in-process buffer written in batches behind
   the request (orchestrator/api/impressions.py, including what a crash may lose); an
@@ -24,7 +28,7 @@ for them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -34,9 +38,9 @@ from fastapi import APIRouter, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import Row, Select, String, and_, bindparam, func, or_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import OperationalError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from orchestrator import ingest as inbox
 from orchestrator.api.auth import basic_scheme, check_site_key, require_site_key, site_key_scheme
@@ -50,6 +54,7 @@ from orchestrator.api.errors import (
 )
 from orchestrator.api.impressions import Impression
 from orchestrator.api.recording import erased_among, internal_event, message_id
+from orchestrator.api.site_reads import LiveMessage, read_with_sqlalchemy
 from orchestrator.api.state import ApiState, api_state
 from orchestrator.db import tables as t
 
@@ -101,48 +106,6 @@ def _who(user_id: str | None, anonymous_id: str | None) -> tuple[str | None, str
     return user_id, anonymous_id
 
 
-def _live_messages(anonymous: bool, with_slot: bool) -> Select[Any]:
-    """The live-messages query, built once per shape (user or anonymous, with or without
-    a slot) so a request only binds values: building a ``select`` costs more than
-    running this one on SQLite."""
-    m = t.site_messages.c
-    if anonymous:
-        a = t.anonymous_ids.c
-        linked = select(a.customer_id).where(a.anonymous_id == bindparam("anonymous_id"))
-        customer: Any = func.coalesce(linked.scalar_subquery(), bindparam("anon_profile"))
-    else:
-        customer = bindparam("customer_id", type_=String())
-    q = (
-        select(m.customer_id, m.delivery_key, m.channel, m.slot, m.html, m.created_at, m.expires_at)
-        .where(m.customer_id == customer)
-        .where(m.dismissed_at.is_(None))
-        .where(or_(m.expires_at.is_(None), m.expires_at > bindparam("now")))
-        .order_by(m.created_at.desc(), m.id.desc())
-        .limit(50)
-    )
-    return q.where(m.slot == bindparam("slot")) if with_slot else q
-
-
-LIVE_MESSAGES = {
-    (anon, slot): _live_messages(anon, slot) for anon in (False, True) for slot in (False, True)
-}
-
-
-def _read(
-    state: ApiState, user_id: str | None, anonymous_id: str | None, slot: str | None, now: datetime
-) -> Sequence[Row[Any]]:
-    params: dict[str, Any] = {"now": now}
-    if user_id:
-        params["customer_id"] = user_id
-    else:
-        params["anonymous_id"] = anonymous_id
-        params["anon_profile"] = f"anon:{anonymous_id}"
-    if slot:
-        params["slot"] = slot
-    with state.reader.connect() as conn:
-        return conn.execute(LIVE_MESSAGES[(not user_id, bool(slot))], params).all()
-
-
 def _param(params: dict[str, str], name: str, max_length: int) -> str | None:
     value = params.get(name)
     if value is not None and len(value) > max_length:
@@ -171,17 +134,21 @@ async def messages_answer(
         )
         slot = _param(params, "slot", MAX_SLOT)
         now = state.runtime.clock.now()
-        if state.reader.dialect.name == "sqlite":
-            rows = _read(state, user_id, anonymous_id, slot, now)
+        if state.site_reader is not None:
+            rows = state.site_reader.read(user_id, anonymous_id, slot, now)
+        elif state.reader.dialect.name == "sqlite":
+            rows = read_with_sqlalchemy(state.reader, user_id, anonymous_id, slot, now)
         else:
-            rows = await run_in_threadpool(_read, state, user_id, anonymous_id, slot, now)
+            rows = await run_in_threadpool(
+                read_with_sqlalchemy, state.reader, user_id, anonymous_id, slot, now
+            )
     except ApiError as exc:
         body = orjson.dumps(error_body(exc.status, exc.code, exc.message, exc.field))
         headers = [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()
         ]
         return exc.status, body, headers
-    except OperationalError as exc:
+    except (OperationalError, sqlite3.OperationalError) as exc:
         status, payload, extra = database_busy(exc)
         return (
             status,
@@ -209,7 +176,7 @@ async def messages_answer(
     return 200, body, []
 
 
-def _take_impressions(state: ApiState, rows: Sequence[Row[Any]], now: datetime) -> None:
+def _take_impressions(state: ApiState, rows: list[LiveMessage], now: datetime) -> None:
     """Queue today's first impression of each message; the buffer writes them."""
     day = now.date().isoformat()
     seen = state.impressions
@@ -223,27 +190,30 @@ def _take_impressions(state: ApiState, rows: Sequence[Row[Any]], now: datetime) 
         state.pending_impressions.add(fresh)
 
 
-class SiteMessagesFastPath:
-    """ASGI middleware answering ``GET /v1/site/messages`` itself; every other request
-    goes on to FastAPI. Installed inside the CORS middleware, so the site's CORS headers
-    apply, and inside Starlette's server-error middleware, so a bug is still a 500."""
+#: What Starlette's CORS middleware, as ``app.ScopedCORS`` configures it (any origin, no
+#: credentials), adds to the answer of a simple request: the grant when the request names
+#: an ``Origin``, and ``Vary: Origin`` always. :func:`answer_messages` bypasses that
+#: middleware, so it adds them itself (a test compares with the middleware's answers).
+CORS_ANY_ORIGIN = (b"access-control-allow-origin", b"*")
+CORS_VARY = (b"vary", b"Origin")
 
-    def __init__(self, app: ASGIApp, state: ApiState) -> None:
-        self.app = app
-        self.state = state
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != MESSAGES_PATH or scope["method"] != "GET":
-            await self.app(scope, receive, send)
-            return
-        status, body, extra = await messages_answer(self.state, scope)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *extra,
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+async def answer_messages(state: ApiState, scope: Scope, send: Send) -> None:
+    """Answer ``GET /v1/site/messages`` on the raw ASGI interface, CORS headers included;
+    ``app.ParcoursAPI`` calls it before any of FastAPI's per-request work."""
+    status, body, extra = await messages_answer(state, scope)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
+    for name, _ in scope["headers"]:
+        if name == b"origin":
+            headers.append(CORS_ANY_ORIGIN)
+            break
+    headers.append(CORS_VARY)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 @router.get(
@@ -262,9 +232,9 @@ async def site_messages(
     anonymous_id: str | None = Query(None, alias="anonymousId", max_length=MAX_ID),
     slot: str | None = Query(None, max_length=MAX_SLOT, description="Only messages for this slot."),
 ) -> Response:
-    """Documents the endpoint; requests are answered by :class:`SiteMessagesFastPath` in
-    front of FastAPI, which gives the same answer through :func:`messages_answer`. This
-    handler answers only where the app is built without it."""
+    """Documents the endpoint; requests are answered by :func:`answer_messages` in front
+    of FastAPI (``app.ParcoursAPI``), which gives the same answer through
+    :func:`messages_answer`. This handler answers only where the app is built without it."""
     status, body, extra = await messages_answer(api_state(request), request.scope)
     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in extra}
     return Response(body, status_code=status, headers=headers, media_type="application/json")

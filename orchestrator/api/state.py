@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from orchestrator.api.auth import KeyRing
 from orchestrator.api.impressions import ImpressionBuffer, write_impressions
+from orchestrator.api.site_reads import SqliteLiveMessages
 from orchestrator.runtime import Runtime
 
 
@@ -46,6 +47,15 @@ def read_engine(db: SqlEngine) -> SqlEngine:
         cur.close()
 
     return engine
+
+
+def site_reader(db: SqlEngine) -> SqliteLiveMessages | None:
+    """The ``sqlite3`` reader of live site messages for a SQLite file, else None (the
+    SQLAlchemy read serves PostgreSQL and in-memory SQLite)."""
+    url = db.url
+    if db.dialect.name != "sqlite" or url.database in (None, "", ":memory:") or url.query:
+        return None
+    return SqliteLiveMessages(url.database)
 
 
 class SeenSet:
@@ -95,6 +105,8 @@ class ApiState:
     runtime: Runtime
     env: Mapping[str, str]
     reader: SqlEngine
+    #: ``GET /v1/site/messages`` reads through this on a SQLite file (see site_reads.py).
+    site_reader: SqliteLiveMessages | None
     write_keys: KeyRing
     site_keys: KeyRing
     admin_keys: KeyRing
@@ -118,6 +130,7 @@ class ApiState:
             runtime=runtime,
             env=env,
             reader=read_engine(runtime.db),
+            site_reader=site_reader(runtime.db),
             write_keys=KeyRing(keys.write_keys),
             site_keys=KeyRing(keys.site_keys),
             admin_keys=KeyRing(keys.admin_keys),
