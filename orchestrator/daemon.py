@@ -260,6 +260,7 @@ async def serve(runtime: Runtime, role: Role = "all") -> None:
         scheduler.start()
         if runtime.db.dialect.name == "postgresql":
             listener = _listen(runtime, scheduler, loop, workers.health)
+            _warn_without_autovacuum(runtime)
         log.info(
             "workers started",
             interval=runtime.settings.workers.poll_interval,
@@ -282,6 +283,25 @@ async def serve(runtime: Runtime, role: Role = "all") -> None:
                 await asyncio.wait_for(workers.dispatch_idle.wait(), timeout=15)
         await runtime.aclose()
         log.info("stopped")
+
+
+def _warn_without_autovacuum(runtime: Runtime) -> None:
+    """The inbox, timers and outbox are queues: every claim turns rows into dead versions
+    that only (auto)vacuum clears. Without it those tables and their indexes grow forever
+    and claims slow down, so say so at start-up, with what to do."""
+    try:
+        with runtime.db.connect() as conn:
+            setting = conn.exec_driver_sql("SHOW autovacuum").scalar()
+    except Exception as exc:  # a warning must not stop the daemon
+        log.warning("could not read the autovacuum setting", error=str(exc))
+        return
+    if setting != "on":
+        log.warning(
+            "autovacuum is off on this PostgreSQL server: the events, enrollments and "
+            "deliveries tables keep every dead row and claims slow down as they grow; "
+            "turn it on (autovacuum = on in postgresql.conf) or VACUUM ANALYZE them "
+            "regularly"
+        )
 
 
 def _listen(

@@ -45,7 +45,7 @@ from channels.tracking import TrackingConfig, apply_tracking
 from orchestrator.clock import Clock
 from orchestrator.config import DispatchSettings
 from orchestrator.db import tables as t
-from orchestrator.db.sql import claim
+from orchestrator.db.sql import claim_rows
 from orchestrator.db.types import as_utc
 from orchestrator.policies import Policies
 
@@ -122,15 +122,13 @@ class Dispatcher:
         with self.db.begin() as conn:
             now = self.clock.now()
             d = t.deliveries.c
-            rows = conn.execute(
-                claim(
-                    conn,
-                    select(t.deliveries)
-                    .where(d.status.in_(("pending", "sending")), d.next_attempt_at <= now)
-                    .order_by(d.next_attempt_at)
-                    .limit(limit),
-                )
-            ).all()
+            rows = claim_rows(
+                conn,
+                select(t.deliveries)
+                .where(d.status.in_(("pending", "sending")), d.next_attempt_at <= now)
+                .order_by(d.next_attempt_at)
+                .limit(limit),
+            )
             if not rows:
                 return [], {}
             rows = self._apply_policies(conn, now, rows)

@@ -41,7 +41,7 @@ from journeys.schema import (
 from orchestrator.clock import Clock
 from orchestrator.db import tables as t
 from orchestrator.db.reads import enrollments_where, sqlite_text
-from orchestrator.db.sql import claim, lock_rows
+from orchestrator.db.sql import claim_rows, lock_rows
 from orchestrator.history import DbHistory
 from orchestrator.model import Customer, Enrollment, InboxEvent, enrollment_id
 from orchestrator.notify import INBOX, OUTBOX, notify
@@ -109,15 +109,13 @@ class Engine:
         limit = limit or self.batch_size
         with self.db.begin() as conn:
             now = self.clock.now()
-            rows = conn.execute(
-                claim(
-                    conn,
-                    select(t.events)
-                    .where(t.events.c.processed_at.is_(None))
-                    .order_by(t.events.c.id)
-                    .limit(limit),
-                )
-            ).all()
+            rows = claim_rows(
+                conn,
+                select(t.events)
+                .where(t.events.c.processed_at.is_(None))
+                .order_by(t.events.c.id)
+                .limit(limit),
+            )
             if not rows:
                 return 0
             if conn.dialect.name == "postgresql":
@@ -221,7 +219,7 @@ class Engine:
         )
         if paused:
             q = q.where(t.enrollments.c.journey.not_in(paused))
-        return [Enrollment.from_row(r) for r in conn.execute(claim(conn, q))]
+        return [Enrollment.from_row(r) for r in claim_rows(conn, q)]
 
     def run_until_idle(self, max_rounds: int = 1_000_000) -> int:
         """Process the inbox and due timers until neither has work (tests, simulation)."""

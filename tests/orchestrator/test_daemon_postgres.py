@@ -168,3 +168,44 @@ def test_cut_connections_lose_nothing(daemon: tuple[str, subprocess.Popen[str]])
     proc.wait(timeout=30)
     assert proc.returncode == 0, _log(url)
     admin.dispose()
+
+
+def test_the_daemon_warns_when_autovacuum_is_off(
+    daemon: tuple[str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    url, _ = daemon
+    db = open_engine(url)
+    with db.connect() as conn:
+        setting = conn.execute(text("SHOW autovacuum")).scalar()
+    db.dispose()
+    log = (tmp_path / "daemon.log").read_text()
+    assert ("autovacuum is off" in log) == (setting != "on"), log[-2000:]
+
+
+def test_a_claim_takes_the_first_due_rows_and_leaves_the_planner_as_it_was(
+    postgres_url: str,
+) -> None:
+    from orchestrator.db.sql import claim_rows
+
+    db = open_engine(postgres_url)
+    upgrade(db)
+    _send(postgres_url, 0, 5)
+    with db.begin() as conn:
+        conn.execute(text("ANALYZE events"))
+        rows = claim_rows(
+            conn,
+            select(t.events)
+            .where(t.events.c.processed_at.is_(None))
+            .order_by(t.events.c.id)
+            .limit(3),
+        )
+        assert [r.message_id for r in rows] == ["m0", "m1", "m2"]
+        assert conn.execute(text("SHOW enable_bitmapscan")).scalar() == "on"
+        # The rows stay locked for this transaction: another claim skips them.
+        with db.begin() as other:
+            more = claim_rows(
+                other,
+                select(t.events).where(t.events.c.processed_at.is_(None)).order_by(t.events.c.id),
+            )
+            assert [r.message_id for r in more] == ["m3", "m4"]
+    db.dispose()
