@@ -246,6 +246,8 @@ async def serve(runtime: Runtime, role: Role = "all") -> None:
         server = _http_server(runtime)
 
     def _signal() -> None:
+        if stop.is_set():  # a second signal while stopping changes nothing
+            return
         log.info("stopping: finishing the batch in hand")
         workers.stopping = True
         stop.set()
