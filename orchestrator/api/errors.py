@@ -8,6 +8,7 @@ query or path parameters becomes a 400 of the same shape: one convention, not tw
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -113,12 +114,40 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+class _Every:
+    """Lets a repeated warning through at most once per ``seconds``, counting the rest:
+    during an outage every request fails the same way, and one line per request would
+    bury the log."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = -float("inf")
+        self.suppressed = 0
+
+    def due(self, now: float) -> int | None:
+        """The number suppressed since the last line, or None while still quiet."""
+        if now - self.last < self.seconds:
+            self.suppressed += 1
+            return None
+        self.last, count, self.suppressed = now, self.suppressed, 0
+        return count
+
+
+_outage_log = _Every(10.0)
+
+
 def database_busy(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str]]:
     """The answer to a database error: (status, body, headers).
 
     SQLite waits busy_timeout for the write lock and PostgreSQL may drop a connection:
     both are worth a retry, which Segment's clients do on 503 with Retry-After."""
-    log.warning("database unavailable", error=(str(exc).splitlines() or [""])[0][:200])
+    suppressed = _outage_log.due(time.monotonic())
+    if suppressed is not None:
+        log.warning(
+            "database unavailable: answering 503 with Retry-After",
+            error=(str(exc).splitlines() or [""])[0][:200],
+            similar_since_last=suppressed,
+        )
     body = error_body(503, "unavailable", "the database is busy or unreachable; retry", None)
     return 503, body, {"Retry-After": "1"}
 
