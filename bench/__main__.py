@@ -25,6 +25,7 @@ FULL: list[list[str]] = [
     ["bench.lateness", "--postgres", "--workers", "2"],
     ["bench.ingest_http"],
     ["bench.dispatch_throughput"],
+    ["bench.segment_sweep"],
 ]
 QUICK: list[list[str]] = [
     ["bench.journey_load", "--journeys", "100", "--repeat", "1"],
@@ -32,6 +33,7 @@ QUICK: list[list[str]] = [
     ["bench.timer_cost", "--pending", "1000", "10000"],
     ["bench.lateness", "--rate", "500", "--seconds", "4"],
     ["bench.dispatch_throughput", "--deliveries", "1000", "--runs", "1"],
+    ["bench.segment_sweep", "--customers", "500"],
 ]
 
 
