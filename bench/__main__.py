@@ -1,7 +1,7 @@
 """``python -m bench`` (``make bench``): every benchmark, one after another, each in its own
 process, with the commands recorded in docs/benchmarks.md. Results land in bench/results/.
 
-    python -m bench            # the whole suite (about 30 minutes on 2 cores)
+    python -m bench            # the whole suite (about 45 minutes on 2 cores)
     python -m bench --quick    # small sizes, to check the suite runs
 """
 
@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FULL: list[list[str]] = [
     ["bench.journey_load"],
     ["bench.engine_throughput", "--customers", "100000", "1000000"],
-    ["bench.engine_throughput", "--postgres", "--customers", "100000"],
-    ["bench.engine_throughput", "--postgres", "--workers", "2", "--customers", "100000"],
+    ["bench.engine_throughput", "--postgres", "--customers", "100000", "1000000"],
+    ["bench.engine_throughput", "--postgres", "--workers", "2", "--customers", "100000", "1000000"],
     ["bench.timer_cost"],
     ["bench.lateness"],
     ["bench.lateness", "--postgres", "--workers", "2"],
