@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -54,6 +54,8 @@ from orchestrator.work import CustomerRef, Work
 log = structlog.get_logger("parcours.engine")
 
 MAX_HOPS = 200
+#: The moment in ids whose cause is given by a caller (see ``Engine.enroll``).
+_NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 TERMINAL_REASONS = {CONVERTED: "converted"}
 
 
@@ -250,6 +252,17 @@ class Engine:
             )
         with self.db.begin() as conn:
             now = self.clock.now()
+            # A caller's cause (the API's messageId) makes a retry enroll once: its id must
+            # not depend on when the retry arrives, so it carries no time prefix, and an
+            # enrollment already made for it is the answer.
+            at = now if cause is None else _NO_TIME
+            if cause is not None:
+                eid = enrollment_id(version.name, customer_id, key, cause, at)
+                found = conn.execute(
+                    select(t.enrollments.c.id).where(t.enrollments.c.id == eid)
+                ).scalar_one_or_none()
+                if found is not None:
+                    return str(found)
             work = self._work(conn, now)
             self._load_customers(conn, work, {customer_id: []})
             live = self._load_live(conn, {customer_id: []})[customer_id]
@@ -264,7 +277,7 @@ class Engine:
                 key=key,
                 context=dict(context or {}),
                 cause=cause or f"manual:{now.isoformat()}",
-                occurred_at=now,
+                occurred_at=at,
             )
             self._flush(conn, work)
             return enr.id if enr else None

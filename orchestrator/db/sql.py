@@ -66,7 +66,8 @@ def claim_rows(conn: Connection, query: Select[Any]) -> list[Row[Any]]:
     if conn.dialect.name != "postgresql":
         return list(conn.execute(query).all())
     conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
-    try:
-        return list(conn.execute(claim(conn, query)).all())
-    finally:
-        conn.exec_driver_sql("SET LOCAL enable_bitmapscan TO DEFAULT")
+    rows = list(conn.execute(claim(conn, query)).all())
+    # Only after success: a failed claim aborts the transaction, which takes the setting
+    # with it, and a reset there would hide the real error behind "transaction aborted".
+    conn.exec_driver_sql("SET LOCAL enable_bitmapscan TO DEFAULT")
+    return rows

@@ -100,12 +100,19 @@ def test_enroll_by_hand_then_exit(client: TestClient, runtime: Runtime) -> None:
     eid = r.json()["enrollment_id"]
     row = enrollment(runtime, "u9")
     assert (row.id, row.key, row.state) == (eid, "cart-7", "wait_email")
-    again = client.post("/v1/admin/enroll", json=body, headers=ADMIN)
-    assert again.status_code == 409
+    again = client.post("/v1/admin/enroll", json=body, headers=ADMIN)  # a retry: the same
+    assert (again.status_code, again.json()["enrollment_id"]) == (201, eid)
+    other = client.post("/v1/admin/enroll", json={**body, "messageId": "op-2"}, headers=ADMIN)
+    assert other.status_code == 409  # a new request: the cart's enrollment is live
     r = client.post(f"/v1/admin/enrollments/{eid}/exit", json={"reason": "support"}, headers=ADMIN)
     assert r.json() == {"enrollment_id": eid, "reason": "support"}
     row = enrollment(runtime, "u9")
     assert (row.status, row.exit_reason) == ("ended", "support")
+    # A late retry of the first request, after the enrollment ended (cart-recovery
+    # re-enters always): still that enrollment, not a second one.
+    late = client.post("/v1/admin/enroll", json=body, headers=ADMIN)
+    assert (late.status_code, late.json()["enrollment_id"]) == (201, eid)
+    assert enrollment(runtime, "u9").id == eid
     assert client.post(f"/v1/admin/enrollments/{eid}/exit", headers=ADMIN).status_code == 409
     assert client.post("/v1/admin/enrollments/nope/exit", headers=ADMIN).status_code == 404
 
