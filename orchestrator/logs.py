@@ -44,6 +44,17 @@ def mask_message(
     return event_dict
 
 
+def mask_exception(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A rendered traceback quotes whatever the failing code held ("550 <ann@example.nl>
+    rejected"); runs after ``format_exc_info`` has turned it into text."""
+    text = event_dict.get("exception")
+    if isinstance(text, str) and "@" in text:
+        event_dict["exception"] = _EMAIL.sub(r"\1***@\2", text)
+    return event_dict
+
+
 class _Drop(logging.Filter):
     """Drops APScheduler's note that a job's previous run is still going. Each job drains
     its queue and may outlast its interval under load; that is the design working (the tick
@@ -68,7 +79,7 @@ def configure(fmt: str = "auto", level: int = logging.INFO) -> None:
         mask_personal_data,
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=[*shared, structlog.processors.format_exc_info, mask_exception, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
@@ -80,6 +91,7 @@ def configure(fmt: str = "auto", level: int = logging.INFO) -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                mask_exception,
                 renderer,
             ],
         )
@@ -88,3 +100,4 @@ def configure(fmt: str = "auto", level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)  # a library's warnings.warn becomes a JSON line too

@@ -33,6 +33,8 @@ def open_engine(url: str, **kwargs: Any) -> Engine:
     # orjson: JSON columns are on the engine's hot path (visits, context, payloads).
     kwargs.setdefault("json_serializer", lambda v: orjson.dumps(v).decode())
     kwargs.setdefault("json_deserializer", orjson.loads)
+    # Database errors end up in logs; their bound parameters are customers' data.
+    kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
         engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None}, **kwargs)
 
