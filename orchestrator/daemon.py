@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import structlog
@@ -116,6 +116,8 @@ class Workers:
         self.dispatch_idle.set()
         s = runtime.settings
         self.health = DatabaseHealth(first=s.workers.poll_interval)
+        #: Runs a job once after a delay (set by ``make_scheduler``): retries of cron runs.
+        self.later: Callable[[Callable[..., None], list[Any], float], None] | None = None
         self.dispatcher = Dispatcher(
             runtime.db,
             runtime.clock,
@@ -191,13 +193,33 @@ class Workers:
             log.info("deliveries handled", count=total)
         return total
 
-    def scheduled(self, journey: str) -> None:
-        def enroll() -> int:
-            n = self.rt.engine.enroll_scheduled(journey, self.rt.clock.now())
-            log.info("scheduled entry", journey=journey, enrolled=n)
-            return n
+    #: How long a scheduled entry waits before it tries again after a database outage.
+    SCHEDULE_RETRY_SECONDS = 30.0
 
-        self._guarded(f"schedule:{journey}", enroll)
+    def scheduled(self, journey: str, fired_at: datetime | None = None) -> None:
+        """A cron entry. Unlike the queue jobs it has no backlog to catch up from: a run
+        lost to an outage would skip that day's entry. So it is not gated on the outage
+        backoff, and a run that meets one is retried later with the same ``fired_at``
+        (hence the same enrollment ids; customers enrolled before the outage stay
+        enrolled once)."""
+        fired = fired_at or self.rt.clock.now()
+        try:
+            n = self.rt.engine.enroll_scheduled(journey, fired)
+        except Exception as exc:
+            if not database_unavailable(exc) or self.stopping:
+                raise
+            self.health.failed(f"schedule:{journey}", exc, time.monotonic())
+            log.warning(
+                "scheduled entry postponed: database unavailable",
+                journey=journey,
+                fired_at=fired.isoformat(),
+                retry_in_s=self.SCHEDULE_RETRY_SECONDS,
+            )
+            if self.later is not None:
+                self.later(self.scheduled, [journey, fired], self.SCHEDULE_RETRY_SECONDS)
+            return
+        self.health.succeeded()
+        log.info("scheduled entry", journey=journey, enrolled=n)
 
     def segments(self) -> None:
         engine, clock = self.rt.engine, self.rt.clock
@@ -224,7 +246,23 @@ def make_scheduler(workers: Workers) -> AsyncIOScheduler:
     sched.add_job(workers.dispatch, "interval", seconds=every, id="dispatch", **opts)
     sched.add_job(workers.refresh, "interval", seconds=5, id="refresh", **opts)
     sweep = parse_duration(rt.settings.workers.segment_sweep_interval).total_seconds()
-    sched.add_job(workers.segments, "interval", seconds=sweep, id="segments", **opts)
+    # The first sweep a minute after start (not one interval later): a daemon restarted
+    # more often than the interval would otherwise never sweep.
+    first = datetime.now(UTC) + timedelta(seconds=min(sweep, 60.0))
+    sched.add_job(
+        workers.segments,
+        "interval",
+        seconds=sweep,
+        id="segments",
+        next_run_time=first,
+        **opts,
+    )
+
+    def later(job: Callable[..., None], args: list[Any], seconds: float) -> None:
+        at = datetime.now(UTC) + timedelta(seconds=seconds)
+        sched.add_job(job, "date", run_date=at, args=args, misfire_grace_time=None)
+
+    workers.later = later
     for v in rt.journeys:
         entry = v.definition.entry
         if entry.schedule:

@@ -343,7 +343,7 @@ class Engine:
                 after = ids[-1]
 
     def sweep_segments(
-        self, fired_at: datetime, page: int = 500, stop: Callable[[], bool] | None = None
+        self, fired_at: datetime, page: int | None = None, stop: Callable[[], bool] | None = None
     ) -> int:
         """Re-evaluate the segments that read event history for every customer and announce
         membership changes (``segment.entered``/``segment.exited`` into the inbox): those
@@ -355,6 +355,11 @@ class Engine:
             return 0
         cause = f"sweep:{fired_at.isoformat()}"
         changes = 0
+        if page is None:
+            # SQLite: each page holds the one write lock while it evaluates (about half a
+            # millisecond a customer), so pages stay small enough for the inbox, timers and
+            # ingest to get their turn in between.
+            page = 100 if self.db.dialect.name == "sqlite" else 500
         with self.db.connect() as guard:
             if guard.dialect.name == "postgresql":
                 sweeping = text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))")
@@ -363,7 +368,10 @@ class Engine:
                     return 0
                 guard.commit()
             try:
+                with self.db.connect() as conn:
+                    silent = watch.unrecorded(conn)  # first sweep of these: a baseline
                 after = ""
+                finished = False
                 while not (stop and stop()):  # a shutdown ends the sweep between pages
                     with self.db.begin() as conn:
                         rows = conn.execute(
@@ -373,6 +381,9 @@ class Engine:
                             .limit(page)
                         ).all()
                         if not rows:
+                            if silent:
+                                watch.record_baselines(conn, silent, self.clock.now())
+                            finished = True
                             break
                         after = rows[-1].id
                         owned = self._own_for_sweep(conn, [r.id for r in rows])
@@ -389,6 +400,7 @@ class Engine:
                                         now,
                                         cause=cause,
                                         at=now,
+                                        silent=silent,
                                     )
                                 )
                         if found:
@@ -401,8 +413,13 @@ class Engine:
                         {"k": "parcours:segment-sweep"},
                     )
                     guard.commit()
-        if changes:
-            log.info("segment sweep", changes=changes)
+        if changes or silent:
+            log.info(
+                "segment sweep",
+                changes=changes,
+                recorded_without_announcing=sorted(silent),
+                finished=finished,
+            )
         return changes
 
     def _own_for_sweep(self, conn: Connection, ids: Sequence[str]) -> set[str]:

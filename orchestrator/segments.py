@@ -93,6 +93,27 @@ class SegmentWatch:
             out |= self._depends_on(other, seen)
         return frozenset(out)
 
+    def unrecorded(self, conn: Connection) -> frozenset[str]:
+        """Timed segments no full sweep has recorded yet for their current condition."""
+        b = t.segment_baselines.c
+        done = {
+            r.segment: r.condition
+            for r in conn.execute(select(b.segment, b.condition).where(b.segment.in_(self.timed)))
+        }
+        return frozenset(n for n in self.timed if done.get(n) != self.segments[n].source)
+
+    def record_baselines(self, conn: Connection, names: Iterable[str], now: datetime) -> None:
+        upsert(
+            conn,
+            t.segment_baselines,
+            [
+                {"segment": n, "condition": self.segments[n].source, "recorded_at": now}
+                for n in names
+            ],
+            keys=["segment"],
+            update=["condition", "recorded_at"],
+        )
+
     def affected(self, ev: InboxEvent) -> list[str]:
         """The segments this event may change."""
         if ev.name in SEGMENT_EVENTS:
@@ -130,10 +151,12 @@ class SegmentWatch:
         *,
         cause: str,
         at: datetime,
+        silent: frozenset[str] = frozenset(),
     ) -> list[tuple[str, str]]:
         """Evaluate ``names`` for ``customer`` against the stored membership; record the
         differences and write one inbox event per change, with a message id derived from
-        ``cause`` (the event, or the sweep) so a re-run writes nothing twice."""
+        ``cause`` (the event, or the sweep) so a re-run writes nothing twice. Changes of
+        ``silent`` segments are recorded but not announced (a sweep's baseline)."""
         names = list(names)
         m = t.segment_memberships.c
         stored = {
@@ -160,7 +183,11 @@ class SegmentWatch:
                     m.customer_id == customer.id, m.segment.in_(exited)
                 )
             )
-        changes = [(ENTERED, n) for n in entered] + [(EXITED, n) for n in exited]
+        changes = [(ENTERED, n) for n in entered if n not in silent] + [
+            (EXITED, n) for n in exited if n not in silent
+        ]
+        if not changes:
+            return []
         upsert(
             conn,
             t.events,

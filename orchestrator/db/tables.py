@@ -228,3 +228,13 @@ segment_memberships = Table(
     Column("segment", String(64), primary_key=True),
     Column("entered_at", UTCDateTime(), nullable=False),
 )
+
+# A segment whose memberships a full sweep has recorded, for this condition: from then on
+# sweeps announce changes (see orchestrator/segments.py).
+segment_baselines = Table(
+    "segment_baselines",
+    metadata,
+    Column("segment", String(64), primary_key=True),
+    Column("condition", Text, nullable=False),
+    Column("recorded_at", UTCDateTime(), nullable=False),
+)

@@ -300,6 +300,7 @@ def test_the_sweep_leaves_erased_customers_alone_and_stops_when_asked(
     for user in ("ann", "bob"):
         h.identify(user, email=f"{user}@example.nl")
         past(h, user, "order_completed", 50)
+    assert h.engine.sweep_segments(h.clock.now()) == 0  # the baseline
     with h.rt.db.begin() as conn:
         conn.execute(
             t.customers.update().where(t.customers.c.id == "bob").values(erased_at=h.clock.now())
@@ -334,3 +335,39 @@ def test_a_bad_sweep_interval_is_refused_with_the_reason() -> None:
 
     with pytest.raises(ConfigError, match="segment_sweep_interval"):
         load_settings(CONFIG, workers={"segment_sweep_interval": "soon"})
+
+
+def test_the_first_sweep_records_the_existing_base_without_starting_anyone(
+    make_harness: HarnessFactory, tmp_path: Path
+) -> None:
+    """A journey on segment.entered 'lapsed' deployed today starts customers as they become
+    lapsed, not everyone who already was; a changed condition is a new baseline."""
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "lapsed-winback.yaml").write_text(LAPSED_WINBACK)
+    segments = {"lapsed": "days_since('order_completed') > 60"}
+    before = make_harness(segments=segments)  # no journey listens yet: nothing recorded
+    past(before, "old", "order_completed", 100)  # lapsed long before the journey existed
+    past(before, "new", "order_completed", 55)
+    url = before.rt.settings.database_url
+    h = make_harness(url=url, journeys=[str(EXAMPLES), str(extra)], segments=segments)
+    assert h.engine.sweep_segments(h.clock.now()) == 0  # the baseline: recorded, silent
+    with h.rt.db.connect() as conn:
+        m = t.segment_memberships.c
+        members = conn.execute(select(m.customer_id).where(m.segment == "lapsed")).scalars()
+        assert list(members) == ["old"]
+    h.clock.advance(timedelta(days=6))  # 'new' becomes lapsed
+    assert h.engine.sweep_segments(h.clock.now()) == 1
+    h.engine.run_until_idle()
+    assert h.enrollments("old", "lapsed-winback") == []
+    assert len(h.enrollments("new", "lapsed-winback")) == 1
+
+    # The designer changes the condition: the next sweep is a baseline again, so 'mid'
+    # (lapsed under the new rule only) is recorded, not started.
+    past(before, "mid", "order_completed", 45)
+    wider = {"lapsed": "days_since('order_completed') > 30"}
+    h2 = make_harness(url=url, journeys=[str(EXAMPLES), str(extra)], segments=wider)
+    assert h2.engine.sweep_segments(h2.clock.now()) == 0
+    h2.engine.run_until_idle()
+    assert h2.enrollments("mid", "lapsed-winback") == []
+    assert h2.engine.sweep_segments(h2.clock.now()) == 0
