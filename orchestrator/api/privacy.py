@@ -33,7 +33,7 @@ from typing import Any
 import structlog
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, select, text, update
 
 from channels.base import AudienceChannel, PermanentError, Recipient, RetryableError
 from orchestrator.api.errors import ApiError
@@ -224,6 +224,17 @@ def _blank(state: ApiState, customer_id: str) -> datetime:
     with state.writing() as conn:
         now = rt.clock.now()
         ids = related_ids(conn, customer_id)
+        if conn.dialect.name == "postgresql":
+            # The engine's per-customer lock: an inbox batch or a segment sweep holding this
+            # customer commits first, and what it wrote (internal events included) is then
+            # blanked below instead of being applied after the erasure.
+            conn.execute(
+                text(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('parcours:' || cid, 0)) "
+                    "FROM unnest(CAST(:ids AS text[])) AS cid"
+                ),
+                {"ids": sorted(ids)},
+            )
         c, ev, en, d = t.customers.c, t.events.c, t.enrollments.c, t.deliveries.c
         conn.execute(
             update(t.customers)
@@ -261,6 +272,10 @@ def _blank(state: ApiState, customer_id: str) -> datetime:
         )
         conn.execute(update(t.deliveries).where(d.customer_id.in_(ids)).values(payload={}))
         conn.execute(delete(t.site_messages).where(t.site_messages.c.customer_id.in_(ids)))
+        # Segment memberships are a profile of the customer: gone with the rest.
+        conn.execute(
+            delete(t.segment_memberships).where(t.segment_memberships.c.customer_id.in_(ids))
+        )
         conn.execute(delete(t.anonymous_ids).where(t.anonymous_ids.c.customer_id == customer_id))
         # Profiles kept under an anonymous id before it was linked (``anon:<device id>``)
         # are folded into the erased customer: the device id is personal data too.

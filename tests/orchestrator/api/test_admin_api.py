@@ -292,6 +292,12 @@ def test_erasure_removes_from_audiences_then_leaves_no_personal_data(
 ) -> None:
     audience = in_the_audience(client, runtime, clock)
     assert personal_data_left(runtime)  # the scan does find it before erasure
+    with runtime.db.begin() as conn:  # a segment profile, as the segment watch keeps one
+        conn.execute(
+            t.segment_memberships.insert().values(
+                customer_id="u1", segment="vip", entered_at=clock.now()
+            )
+        )
     r = client.delete("/v1/admin/customers/u1", headers=ADMIN)
     assert r.status_code == 200, r.text
     result = r.json()
@@ -301,6 +307,7 @@ def test_erasure_removes_from_audiences_then_leaves_no_personal_data(
     ]
     assert [x.email for x in audience.removed] == [EMAIL]
     assert personal_data_left(runtime) == []
+    assert rows(runtime, t.segment_memberships) == []  # no profile left either
     row = enrollment(runtime)
     assert (row.status, row.exit_reason) == ("ended", "erased")
     [customer] = rows(runtime, t.customers, t.customers.c.id == "u1")
