@@ -39,7 +39,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import and_, func, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.types import Scope, Send
 
 from orchestrator import ingest as inbox
@@ -148,7 +148,7 @@ async def messages_answer(
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()
         ]
         return exc.status, body, headers
-    except (OperationalError, sqlite3.OperationalError) as exc:
+    except (OperationalError, InterfaceError, sqlite3.DatabaseError) as exc:
         status, payload, extra = database_busy(exc)
         return (
             status,

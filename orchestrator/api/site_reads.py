@@ -174,7 +174,7 @@ class SqliteLiveMessages:
             params += (slot,)
         try:
             rows = conn.execute(SQLITE_SQL[(not user_id, bool(slot))], params).fetchall()
-        except sqlite3.OperationalError:
+        except sqlite3.DatabaseError:  # locked, unreadable, replaced: start afresh next time
             self._drop(conn)
             raise
         return [

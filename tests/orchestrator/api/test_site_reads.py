@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -160,3 +161,28 @@ def test_the_app_reads_again_after_a_restart(app: FastAPI, runtime: Runtime) -> 
         with TestClient(app, base_url="http://testserver") as c:
             r = c.get("/v1/site/messages?userId=u1", headers=SITE)
             assert [m["delivery_key"] for m in r.json()["messages"]] == ["k1"]
+
+
+def test_a_damaged_database_file_is_a_503_not_a_500(
+    app: FastAPI, client: TestClient, runtime: Runtime
+) -> None:
+    add_message(runtime, "k1")
+    state = state_of(app)
+    runtime.db.dispose()
+    state.reader.dispose()
+    assert state.site_reader is not None
+    state.site_reader.close()
+    path = Path(database_path(runtime))
+    good = path.read_bytes()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.write_bytes(b"not a database" * 512)  # a botched restore
+    try:
+        r = client.get("/v1/site/messages?userId=u1", headers=SITE)
+        assert r.status_code == 503, r.text
+        assert r.json()["code"] == "unavailable"
+    finally:
+        path.write_bytes(good)
+    r = client.get("/v1/site/messages?userId=u1", headers=SITE)  # a fresh connection
+    assert r.status_code == 200
+    assert [m["delivery_key"] for m in r.json()["messages"]] == ["k1"]
