@@ -32,7 +32,11 @@ def sqlite_text(value: datetime) -> str:
 
 
 def _parse(seen: dict[str, datetime], text: str) -> datetime:
-    found = seen[text] = datetime.fromisoformat(text).replace(tzinfo=UTC)
+    """As ``UTCDateTime`` reads it: naive text is UTC; an offset, if any, is converted."""
+    value = datetime.fromisoformat(text)
+    found = seen[text] = (
+        value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    )
     return found
 
 
