@@ -4,8 +4,9 @@ Segments that count events ("no order for 60 days") can change with time alone, 
 worker role re-evaluates them for every customer each ``workers.segment_sweep_interval``.
 This measures what one sweep costs per customer, to choose that interval: a population
 with an order history, three such segments, and a journey that starts on
-``segment.entered``. Three sweeps: the first records every membership, the second (61 days
-later) finds the changes time made, the third finds nothing new.
+``segment.entered``. Three sweeps: the first records every membership without announcing
+(the baseline), the second (61 days later) announces the changes time made, the third
+finds nothing new.
 
     python -m bench.segment_sweep --customers 20000
 """
