@@ -214,46 +214,26 @@ class Work:
                 for e in self.new.values()
             ),
         )
-        moved = [e for e in self.dirty.values() if e.status == "live"]
-        bulk.update(
-            "enrollments",
-            _ENROLLMENT_MOVES,
-            "id",
-            (
-                (
-                    e.state,
-                    ts(e.wake_at),
-                    e.wake_trigger,
-                    js(e.visits),
-                    e.last_delivery,
-                    e.arm,
-                    ts(e.step_entered_at),
-                    e.id,
-                )
-                for e in moved
-            ),
-        )
+
+        def moves(e: Enrollment) -> tuple[Any, ...]:
+            return (
+                e.state,
+                ts(e.wake_at),
+                e.wake_trigger,
+                js(e.visits),
+                e.last_delivery,
+                e.arm,
+                ts(e.step_entered_at),
+            )
+
+        live = [e for e in self.dirty.values() if e.status == "live"]
+        ended = [e for e in self.dirty.values() if e.status != "live"]
+        bulk.update("enrollments", _ENROLLMENT_MOVES, "id", ((*moves(e), e.id) for e in live))
         bulk.update(
             "enrollments",
             _ENROLLMENT_ENDS,
             "id",
-            (
-                (
-                    e.state,
-                    ts(e.wake_at),
-                    e.wake_trigger,
-                    js(e.visits),
-                    e.last_delivery,
-                    e.arm,
-                    ts(e.step_entered_at),
-                    e.status,
-                    ts(e.ended_at),
-                    e.exit_reason,
-                    e.id,
-                )
-                for e in self.dirty.values()
-                if e.status != "live"
-            ),
+            ((*moves(e), e.status, ts(e.ended_at), e.exit_reason, e.id) for e in ended),
         )
         bulk.insert(
             "history",

@@ -116,17 +116,21 @@ def test_the_site_answers_carry_the_cors_headers_of_the_other_site_endpoints(
     assert page.headers["access-control-allow-origin"] == "*"
 
 
-def test_a_locked_database_is_a_503_to_retry_and_reads_resume_after(
-    app: FastAPI, client: TestClient, runtime: Runtime
-) -> None:
-    add_message(runtime, "k1")
+def release_the_file(app: FastAPI, runtime: Runtime) -> None:
+    """Close every connection to the database file (so another may lock or replace it);
+    the API's reader connects again on its next request."""
     state = state_of(app)
-    # Nothing else may have the file open for another connection to lock it exclusively
-    # in WAL mode; the API's reader connects on its next request.
     runtime.db.dispose()
     state.reader.dispose()
     assert state.site_reader is not None
     state.site_reader.close()
+
+
+def test_a_locked_database_is_a_503_to_retry_and_reads_resume_after(
+    app: FastAPI, client: TestClient, runtime: Runtime
+) -> None:
+    add_message(runtime, "k1")
+    release_the_file(app, runtime)
     locker = sqlite3.connect(database_path(runtime), isolation_level=None)
     try:
         locker.execute("PRAGMA locking_mode=EXCLUSIVE")
@@ -167,11 +171,7 @@ def test_a_damaged_database_file_is_a_503_not_a_500(
     app: FastAPI, client: TestClient, runtime: Runtime
 ) -> None:
     add_message(runtime, "k1")
-    state = state_of(app)
-    runtime.db.dispose()
-    state.reader.dispose()
-    assert state.site_reader is not None
-    state.site_reader.close()
+    release_the_file(app, runtime)
     path = Path(database_path(runtime))
     good = path.read_bytes()
     for suffix in ("-wal", "-shm"):
