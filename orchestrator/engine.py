@@ -16,8 +16,9 @@ from any paid audience the customer joined.
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -299,48 +300,91 @@ class Engine:
             return True
 
     def enroll_scheduled(self, journey: str, fired_at: datetime, page: int = 1000) -> int:
-        """A scheduled entry: every customer matching the entry condition, in pages."""
+        """A scheduled entry: every customer matching the entry condition, in pages.
+
+        Idempotent per fire: ``fired_at`` is taken to the minute (a cron's resolution), so
+        every replica firing the same entry derives the same enrollment ids, and a
+        customer already enrolled by this fire is skipped (a retry after an outage, a
+        second replica, a crash half-way). On PostgreSQL replicas run one fire of a
+        journey at a time."""
         version = self.registry.current.get(journey)
         if version is None or journey in self.registry.paused:
             return 0
+        fired = fired_at.replace(second=0, microsecond=0)
+        cause = f"schedule:{fired.isoformat()}"
         cond = version.conditions.get(("entry", "condition"))
         entered = 0
         after = ""
-        while True:
-            with self.db.begin() as conn:
-                rows = conn.execute(
-                    select(t.customers)
-                    .where(t.customers.c.id > after)
-                    .where(t.customers.c.erased_at.is_(None))
-                    .order_by(t.customers.c.id)
-                    .limit(page)
-                ).all()
-                if not rows:
-                    return entered
-                work = self._work(conn, self.clock.now())
-                customers = [Customer.from_row(r) for r in rows]
-                for c in customers:
-                    work.customers[c.id] = c
-                ids = [c.id for c in customers]
-                live = self._load_live(conn, {i: [] for i in ids})
-                past = self._past_for(conn, ids)
-                for c in customers:
-                    scope = self._scope(conn, c, {}, None)
-                    if (cond is None or cond(scope)) and self._try_enroll(
-                        conn,
-                        work,
-                        version,
-                        c,
-                        live[c.id],
-                        past,
-                        key="",
-                        context={},
-                        cause=f"schedule:{fired_at.isoformat()}",
-                        occurred_at=fired_at,
-                    ):
-                        entered += 1
-                self._flush(conn, work)
-                after = ids[-1]
+        with self._replica_lock(f"parcours:schedule:{journey}", wait=True):
+            while True:
+                with self.db.begin() as conn:
+                    rows = conn.execute(
+                        select(t.customers)
+                        .where(t.customers.c.id > after)
+                        .where(t.customers.c.erased_at.is_(None))
+                        .order_by(t.customers.c.id)
+                        .limit(page)
+                    ).all()
+                    if not rows:
+                        return entered
+                    work = self._work(conn, self.clock.now())
+                    customers = [Customer.from_row(r) for r in rows]
+                    for c in customers:
+                        work.customers[c.id] = c
+                    ids = [c.id for c in customers]
+                    planned = {
+                        c.id: enrollment_id(version.name, c.id, "", cause, fired) for c in customers
+                    }
+                    done = set(
+                        conn.execute(
+                            select(t.enrollments.c.id).where(
+                                t.enrollments.c.id.in_(list(planned.values()))
+                            )
+                        ).scalars()
+                    )
+                    live = self._load_live(conn, {i: [] for i in ids})
+                    past = self._past_for(conn, ids)
+                    for c in customers:
+                        if planned[c.id] in done:
+                            continue
+                        scope = self._scope(conn, c, {}, None)
+                        if (cond is None or cond(scope)) and self._try_enroll(
+                            conn,
+                            work,
+                            version,
+                            c,
+                            live[c.id],
+                            past,
+                            key="",
+                            context={},
+                            cause=cause,
+                            occurred_at=fired,
+                        ):
+                            entered += 1
+                    self._flush(conn, work)
+                    after = ids[-1]
+
+    @contextlib.contextmanager
+    def _replica_lock(self, key: str, *, wait: bool) -> Iterator[bool]:
+        """On PostgreSQL, a session advisory lock over work that spans transactions, so one
+        replica does it at a time; yields whether it is held (always True on SQLite, which
+        has one writer anyway). Released when the block ends, or with the connection."""
+        with self.db.connect() as guard:
+            if guard.dialect.name != "postgresql":
+                yield True
+                return
+            fn = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
+            got = guard.execute(text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": key}).scalar()
+            guard.commit()
+            held = got is not False
+            try:
+                yield held
+            finally:
+                if held:
+                    guard.execute(
+                        text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": key}
+                    )
+                    guard.commit()
 
     def sweep_segments(
         self, fired_at: datetime, page: int | None = None, stop: Callable[[], bool] | None = None
@@ -360,59 +404,47 @@ class Engine:
             # millisecond a customer), so pages stay small enough for the inbox, timers and
             # ingest to get their turn in between.
             page = 100 if self.db.dialect.name == "sqlite" else 500
-        with self.db.connect() as guard:
-            if guard.dialect.name == "postgresql":
-                sweeping = text("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))")
-                if not guard.execute(sweeping, {"k": "parcours:segment-sweep"}).scalar_one():
-                    guard.rollback()
-                    return 0
-                guard.commit()
-            try:
-                with self.db.connect() as conn:
-                    silent = watch.unrecorded(conn)  # first sweep of these: a baseline
-                after = ""
-                finished = False
-                while not (stop and stop()):  # a shutdown ends the sweep between pages
-                    with self.db.begin() as conn:
-                        rows = conn.execute(
-                            select(t.customers)
-                            .where(t.customers.c.id > after, t.customers.c.erased_at.is_(None))
-                            .order_by(t.customers.c.id)
-                            .limit(page)
-                        ).all()
-                        if not rows:
-                            if silent:
-                                watch.record_baselines(conn, silent, self.clock.now())
-                            finished = True
-                            break
-                        after = rows[-1].id
-                        owned = self._own_for_sweep(conn, [r.id for r in rows])
-                        now = self.clock.now()
-                        found = 0
-                        for row in rows:
-                            if row.id in owned:
-                                found += len(
-                                    watch.reconcile(
-                                        conn,
-                                        Customer.from_row(row),
-                                        watch.timed,
-                                        self._scope,
-                                        now,
-                                        cause=cause,
-                                        at=now,
-                                        silent=silent,
-                                    )
+        with self._replica_lock("parcours:segment-sweep", wait=False) as held:
+            if not held:  # another replica is sweeping
+                return 0
+            with self.db.connect() as conn:
+                silent = watch.unrecorded(conn)  # first sweep of these: a baseline
+            after = ""
+            finished = False
+            while not (stop and stop()):  # a shutdown ends the sweep between pages
+                with self.db.begin() as conn:
+                    rows = conn.execute(
+                        select(t.customers)
+                        .where(t.customers.c.id > after, t.customers.c.erased_at.is_(None))
+                        .order_by(t.customers.c.id)
+                        .limit(page)
+                    ).all()
+                    if not rows:
+                        if silent:
+                            watch.record_baselines(conn, silent, self.clock.now())
+                        finished = True
+                        break
+                    after = rows[-1].id
+                    owned = self._own_for_sweep(conn, [r.id for r in rows])
+                    now = self.clock.now()
+                    found = 0
+                    for row in rows:
+                        if row.id in owned:
+                            found += len(
+                                watch.reconcile(
+                                    conn,
+                                    Customer.from_row(row),
+                                    watch.timed,
+                                    self._scope,
+                                    now,
+                                    cause=cause,
+                                    at=now,
+                                    silent=silent,
                                 )
-                        if found:
-                            notify(conn, INBOX)
-                        changes += found
-            finally:
-                if guard.dialect.name == "postgresql":
-                    guard.execute(
-                        text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"),
-                        {"k": "parcours:segment-sweep"},
-                    )
-                    guard.commit()
+                            )
+                    if found:
+                        notify(conn, INBOX)
+                    changes += found
         if changes or silent:
             log.info(
                 "segment sweep",
