@@ -149,26 +149,29 @@ class Workers:
         try:
             n = work()
         except Exception as exc:
-            if not database_unavailable(exc):
-                raise
-            self.health.failed(job, exc, started)
-            return 0
+            return self._outage(job, exc, started)
         self.health.succeeded()
         return n
 
     async def _aguarded(self, job: str, work: Callable[[], Awaitable[int]]) -> int:
+        """``_guarded`` for the coroutine jobs (dispatch)."""
         if not self.health.may_try():
             return 0
         started = time.monotonic()
         try:
             n = await work()
         except Exception as exc:
-            if not database_unavailable(exc):
-                raise
-            self.health.failed(job, exc, started)
-            return 0
+            return self._outage(job, exc, started)
         self.health.succeeded()
         return n
+
+    def _outage(self, job: str, exc: Exception, started: float) -> int:
+        """A job's failure: an unreachable database is an outage to ride out (nothing done
+        this tick); anything else is a bug and is raised."""
+        if not database_unavailable(exc):
+            raise exc
+        self.health.failed(job, exc, started)
+        return 0
 
     def inbox(self) -> int:
         return self._guarded("inbox", lambda: self._drain(self.rt.engine.process_inbox, "events"))

@@ -186,3 +186,17 @@ def transitions(runtime: Runtime, user: str = "u1") -> list[tuple[str | None, st
             select(t.history).where(t.history.c.customer_id == user).order_by(t.history.c.id)
         ).all()
     return [(r.from_state, r.to_state, r.trigger) for r in found]
+
+
+def add_message(runtime: Runtime, key: str, customer: str = "u1", **values: Any) -> None:
+    """A live on-site message for ``customer``, as the dispatcher writes one."""
+    row = {
+        "delivery_key": key,
+        "customer_id": customer,
+        "channel": "site",
+        "slot": "banner",
+        "html": f"<p>{key}</p>",
+        "created_at": runtime.clock.now(),
+    } | values
+    with runtime.db.begin() as conn:
+        conn.execute(t.site_messages.insert(), [row])

@@ -5,18 +5,16 @@ down the journey's reaction path."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import insert
 from starlette.testclient import TestClient
 
 from orchestrator.api.state import ApiState
 from orchestrator.clock import VirtualClock
-from orchestrator.db import tables as t
 from orchestrator.runtime import Runtime
 from tests.orchestrator.api.support import (
     SITE,
     SITE_KEY,
+    add_message,
     basic,
     dispatch,
     email_sent_to,
@@ -27,19 +25,6 @@ from tests.orchestrator.api.support import (
 )
 
 ON_POSTGRES_TOO = True  # each test runs on SQLite and on PostgreSQL
-
-
-def add_message(runtime: Runtime, key: str, customer: str = "u1", **values: Any) -> None:
-    row = {
-        "delivery_key": key,
-        "customer_id": customer,
-        "channel": "site",
-        "slot": "banner",
-        "html": f"<p>{key}</p>",
-        "created_at": runtime.clock.now(),
-    } | values
-    with runtime.db.begin() as conn:
-        conn.execute(insert(t.site_messages), [row])
 
 
 def banner_shown(client: TestClient, runtime: Runtime, clock: VirtualClock) -> str:

@@ -17,24 +17,16 @@ from starlette.testclient import TestClient
 from orchestrator.api.state import ApiState
 from orchestrator.db import tables as t
 from orchestrator.runtime import Runtime
+from tests.orchestrator.api import support
 from tests.orchestrator.api.support import SITE
 
 ORIGIN = {"Origin": "https://shop.example"}
 
 
 def add_message(runtime: Runtime, key: str, customer: str = "u1", **values: Any) -> None:
-    row = {
-        "delivery_key": key,
-        "customer_id": customer,
-        "channel": "site",
-        "slot": "banner",
-        "html": f"<p>{key} \u00e9</p>",
-        "created_at": runtime.clock.now(),
-        "expires_at": None,
-        "dismissed_at": None,
-    } | values
-    with runtime.db.begin() as conn:
-        conn.execute(insert(t.site_messages), [row])
+    """With a non-ASCII body and every column given: both reads must decode them alike."""
+    html = {"html": f"<p>{key} \u00e9</p>", "expires_at": None, "dismissed_at": None}
+    support.add_message(runtime, key, customer, **(html | values))
 
 
 def state_of(app: FastAPI) -> ApiState:
