@@ -427,21 +427,24 @@ class Engine:
                     after = rows[-1].id
                     owned = self._own_for_sweep(conn, [r.id for r in rows])
                     now = self.clock.now()
+                    people = [Customer.from_row(r) for r in rows if r.id in owned]
+                    scopes, stored = watch.page_scopes(conn, people, now)
                     found = 0
-                    for row in rows:
-                        if row.id in owned:
-                            found += len(
-                                watch.reconcile(
-                                    conn,
-                                    Customer.from_row(row),
-                                    watch.timed,
-                                    self._scope,
-                                    now,
-                                    cause=cause,
-                                    at=now,
-                                    silent=silent,
-                                )
+                    for customer in people:
+                        found += len(
+                            watch.reconcile(
+                                conn,
+                                customer,
+                                watch.timed,
+                                self._scope,
+                                now,
+                                cause=cause,
+                                at=now,
+                                silent=silent,
+                                stored=stored[customer.id],
+                                scope=scopes[customer.id],
                             )
+                        )
                     if found:
                         notify(conn, INBOX)
                     changes += found

@@ -43,7 +43,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, select
 
 from journeys import JourneyVersion, Scope
-from journeys.conditions import Condition
+from journeys.conditions import Condition, PastEvent, StaticScope
 from journeys.schema import WaitStep
 from orchestrator.db import tables as t
 from orchestrator.db.sql import upsert
@@ -92,6 +92,57 @@ class SegmentWatch:
         for other in cond.segments:
             out |= self._depends_on(other, seen)
         return frozenset(out)
+
+    def page_scopes(
+        self, conn: Connection, customers: Iterable[Customer], now: datetime
+    ) -> tuple[dict[str, Scope], dict[str, set[str]]]:
+        """For a sweep page: each customer's scope over their history of the events the
+        timed segments count (one query for the page, not one per customer and segment),
+        and their stored memberships of those segments (one more query)."""
+        people = {c.id: c for c in customers}
+        ids = sorted(people)
+        names = sorted(set().union(*(self._events[n] for n in self.timed)))
+        e, m = t.events.c, t.segment_memberships.c
+        past: dict[str, list[PastEvent]] = {i: [] for i in ids}
+        stored: dict[str, set[str]] = {i: set() for i in ids}
+        for lo in range(0, len(ids), 900):
+            chunk = ids[lo : lo + 900]
+            rows = conn.execute(
+                select(e.customer_id, e.name, e.occurred_at, e.properties).where(
+                    e.customer_id.in_(chunk), e.name.in_(names), e.occurred_at <= now
+                )
+            )
+            for r in rows:
+                past[r.customer_id].append(PastEvent(r.name, r.occurred_at, r.properties or {}))
+            members = conn.execute(
+                select(m.customer_id, m.segment).where(
+                    m.customer_id.in_(chunk), m.segment.in_(self.timed)
+                )
+            )
+            for cid, segment in members:
+                stored[cid].add(segment)
+        return {i: self._scope(people[i], past[i], now) for i in ids}, stored
+
+    def _scope(self, customer: Customer, past: list[PastEvent], now: datetime) -> Scope:
+        history = StaticScope(past, now)
+        scope = Scope(traits=customer.traits, customer=customer.view(), history=history)
+        depth = [0]
+
+        def member(name: str) -> Callable[[], bool]:
+            def check() -> bool:
+                cond = self.segments.get(name)
+                if cond is None or depth[0] > 8:  # as DbHistory: no endless recursion
+                    return False
+                depth[0] += 1
+                try:
+                    return cond(scope)
+                finally:
+                    depth[0] -= 1
+
+            return check
+
+        history.segments = {name: member(name) for name in self.segments}
+        return scope
 
     def unrecorded(self, conn: Connection) -> frozenset[str]:
         """Timed segments no full sweep has recorded yet for their current condition."""
@@ -152,20 +203,26 @@ class SegmentWatch:
         cause: str,
         at: datetime,
         silent: frozenset[str] = frozenset(),
+        stored: set[str] | None = None,
+        scope: Scope | None = None,
     ) -> list[tuple[str, str]]:
         """Evaluate ``names`` for ``customer`` against the stored membership; record the
         differences and write one inbox event per change, with a message id derived from
         ``cause`` (the event, or the sweep) so a re-run writes nothing twice. Changes of
-        ``silent`` segments are recorded but not announced (a sweep's baseline)."""
+        ``silent`` segments are recorded but not announced (a sweep's baseline). A sweep
+        passes the ``stored`` memberships and a ``scope`` over prefetched history it read
+        for a whole page at once."""
         names = list(names)
         m = t.segment_memberships.c
-        stored = {
-            r.segment
-            for r in conn.execute(
-                select(m.segment).where(m.customer_id == customer.id, m.segment.in_(names))
-            )
-        }
-        scope = make_scope(conn, customer, {}, None)
+        if stored is None:
+            stored = {
+                r.segment
+                for r in conn.execute(
+                    select(m.segment).where(m.customer_id == customer.id, m.segment.in_(names))
+                )
+            }
+        if scope is None:
+            scope = make_scope(conn, customer, {}, None)
         now_in = {n for n in names if self.segments[n](scope)}
         entered, exited = sorted(now_in - stored), sorted(stored - now_in)
         if not entered and not exited:
