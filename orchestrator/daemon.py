@@ -116,6 +116,8 @@ class Workers:
         self.dispatch_idle.set()
         s = runtime.settings
         self.health = DatabaseHealth(first=s.workers.poll_interval)
+        #: Each scheduled journey's cron trigger (set by ``make_scheduler``).
+        self.triggers: dict[str, CronTrigger] = {}
         #: Runs a job once after a delay (set by ``make_scheduler``): retries of cron runs.
         self.later: Callable[[Callable[..., None], list[Any], float], None] | None = None
         self.dispatcher = Dispatcher(
@@ -205,7 +207,9 @@ class Workers:
         backoff, and a run that meets one is retried later with the same ``fired_at``
         (hence the same enrollment ids; customers enrolled before the outage stay
         enrolled once)."""
-        fired = fired_at or self.rt.clock.now()
+        trigger = self.triggers.get(journey)
+        now = self.rt.clock.now()
+        fired = fired_at or (cron_slot(trigger, now) if trigger else now)
         try:
             n = self.rt.engine.enroll_scheduled(journey, fired)
         except Exception as exc:
@@ -239,6 +243,19 @@ class Workers:
         self._guarded("refresh", read)
 
 
+def cron_slot(trigger: CronTrigger, now: datetime, lookback: float = 3600.0) -> datetime:
+    """The fire a cron job run belongs to: the trigger's latest fire time at or before
+    ``now`` (within ``lookback`` seconds), not the moment the run happened to start. Every
+    replica, and a run that started late because its thread was busy, so name the same
+    fire and derive the same enrollment ids. Falls back to ``now``."""
+    t = trigger.get_next_fire_time(None, now - timedelta(seconds=lookback))
+    last: datetime | None = None
+    while t is not None and t <= now:
+        last = t
+        t = trigger.get_next_fire_time(t, t + timedelta(seconds=1))
+    return last or now
+
+
 def make_scheduler(workers: Workers) -> AsyncIOScheduler:
     rt = workers.rt
     every = rt.settings.workers.poll_interval
@@ -270,6 +287,7 @@ def make_scheduler(workers: Workers) -> AsyncIOScheduler:
         entry = v.definition.entry
         if entry.schedule:
             trigger = CronTrigger.from_crontab(entry.schedule, timezone=entry.timezone)
+            workers.triggers[v.name] = trigger
             sched.add_job(
                 workers.scheduled, trigger, args=[v.name], id=f"schedule:{v.name}", **opts
             )

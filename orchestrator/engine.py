@@ -258,6 +258,11 @@ class Engine:
             # enrollment already made for it is the answer.
             at = now if cause is None else _NO_TIME
             if cause is not None:
+                if conn.dialect.name == "postgresql":  # a concurrent retry waits for this one
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                        {"k": f"parcours:{customer_id}"},
+                    )
                 eid = enrollment_id(version.name, customer_id, key, cause, at)
                 found = conn.execute(
                     select(t.enrollments.c.id).where(t.enrollments.c.id == eid)
@@ -305,8 +310,8 @@ class Engine:
         Idempotent per fire: ``fired_at`` is taken to the minute (a cron's resolution), so
         every replica firing the same entry derives the same enrollment ids, and a
         customer already enrolled by this fire is skipped (a retry after an outage, a
-        second replica, a crash half-way). On PostgreSQL replicas run one fire of a
-        journey at a time."""
+        second replica). On PostgreSQL replicas run one fire of a journey at a time. A
+        journey paused during a fire stops it between pages."""
         version = self.registry.current.get(journey)
         if version is None or journey in self.registry.paused:
             return 0
@@ -315,8 +320,8 @@ class Engine:
         cond = version.conditions.get(("entry", "condition"))
         entered = 0
         after = ""
-        with self._replica_lock(f"parcours:schedule:{journey}", wait=True):
-            while True:
+        with self._replica_lock(f"schedule:{journey}", wait=True):
+            while journey not in self.registry.paused:  # paused meanwhile: stop between pages
                 with self.db.begin() as conn:
                     rows = conn.execute(
                         select(t.customers)
@@ -363,28 +368,45 @@ class Engine:
                             entered += 1
                     self._flush(conn, work)
                     after = ids[-1]
+        return entered
 
     @contextlib.contextmanager
     def _replica_lock(self, key: str, *, wait: bool) -> Iterator[bool]:
         """On PostgreSQL, a session advisory lock over work that spans transactions, so one
         replica does it at a time; yields whether it is held (always True on SQLite, which
-        has one writer anyway). Released when the block ends, or with the connection."""
+        has one writer anyway). Released when the block ends, or with the connection.
+
+        Keys are in the ``parcours-job:`` namespace, apart from the per-customer
+        ``parcours:<id>`` locks. Waiting is bounded (``lock_timeout``): a holder whose
+        host vanished keeps its session until TCP notices, and a fire must not wait hours;
+        the timeout surfaces as an outage, and the fire is retried."""
         with self.db.connect() as guard:
             if guard.dialect.name != "postgresql":
                 yield True
                 return
             fn = "pg_advisory_lock" if wait else "pg_try_advisory_lock"
-            got = guard.execute(text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": key}).scalar()
-            guard.commit()
+            guard.exec_driver_sql("SET lock_timeout = '10min'")
+            try:
+                got = guard.execute(
+                    text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": f"parcours-job:{key}"}
+                ).scalar()
+            finally:
+                guard.rollback()
+                guard.exec_driver_sql("RESET lock_timeout")
+                guard.commit()
             held = got is not False
             try:
                 yield held
             finally:
                 if held:
-                    guard.execute(
-                        text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": key}
-                    )
-                    guard.commit()
+                    try:
+                        guard.execute(
+                            text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"),
+                            {"k": f"parcours-job:{key}"},
+                        )
+                        guard.commit()
+                    except Exception:  # never hand a pooled connection back holding it
+                        guard.invalidate()
 
     def sweep_segments(
         self, fired_at: datetime, page: int | None = None, stop: Callable[[], bool] | None = None
@@ -404,7 +426,7 @@ class Engine:
             # millisecond a customer), so pages stay small enough for the inbox, timers and
             # ingest to get their turn in between.
             page = 100 if self.db.dialect.name == "sqlite" else 500
-        with self._replica_lock("parcours:segment-sweep", wait=False) as held:
+        with self._replica_lock("segment-sweep", wait=False) as held:
             if not held:  # another replica is sweeping
                 return 0
             with self.db.connect() as conn:
@@ -442,7 +464,7 @@ class Engine:
                                 at=now,
                                 silent=silent,
                                 stored=stored[customer.id],
-                                scope=scopes[customer.id],
+                                scope=scopes.get(customer.id),  # None: a heavy history
                             )
                         )
                     if found:

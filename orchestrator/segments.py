@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, func, select, true
 
 from journeys import JourneyVersion, Scope
 from journeys.conditions import Condition, PastEvent, StaticScope
@@ -50,6 +50,8 @@ from orchestrator.db.sql import upsert
 from orchestrator.model import Customer, InboxEvent
 
 ENTERED = "segment.entered"
+#: Most events a sweep reads into memory for one customer (see ``page_scopes``).
+PREFETCH_LIMIT = 5000
 EXITED = "segment.exited"
 SEGMENT_EVENTS = frozenset({ENTERED, EXITED})
 
@@ -98,18 +100,31 @@ class SegmentWatch:
     ) -> tuple[dict[str, Scope], dict[str, set[str]]]:
         """For a sweep page: each customer's scope over their history of the events the
         timed segments count (one query for the page, not one per customer and segment),
-        and their stored memberships of those segments (one more query)."""
+        and their stored memberships of those segments (one more query). Customers with
+        more than ``PREFETCH_LIMIT`` such events get no scope: evaluate them per query."""
         people = {c.id: c for c in customers}
         ids = sorted(people)
         names = sorted(set().union(*(self._events[n] for n in self.timed)))
         e, m = t.events.c, t.segment_memberships.c
         past: dict[str, list[PastEvent]] = {i: [] for i in ids}
         stored: dict[str, set[str]] = {i: set() for i in ids}
+        heavy: set[str] = set()
         for lo in range(0, len(ids), 900):
             chunk = ids[lo : lo + 900]
+            relevant = (e.customer_id.in_(chunk), e.name.in_(names), e.occurred_at <= now)
+            # A customer with a huge history (a bot, a load test) is left to the per-query
+            # path: the page must never hold more than about PREFETCH_LIMIT events each.
+            heavy.update(
+                conn.execute(
+                    select(e.customer_id)
+                    .where(*relevant)
+                    .group_by(e.customer_id)
+                    .having(func.count() > PREFETCH_LIMIT)
+                ).scalars()
+            )
             rows = conn.execute(
                 select(e.customer_id, e.name, e.occurred_at, e.properties).where(
-                    e.customer_id.in_(chunk), e.name.in_(names), e.occurred_at <= now
+                    *relevant, e.customer_id.not_in(heavy) if heavy else true()
                 )
             )
             for r in rows:
@@ -121,7 +136,8 @@ class SegmentWatch:
             )
             for cid, segment in members:
                 stored[cid].add(segment)
-        return {i: self._scope(people[i], past[i], now) for i in ids}, stored
+        scopes = {i: self._scope(people[i], past[i], now) for i in ids if i not in heavy}
+        return scopes, stored
 
     def _scope(self, customer: Customer, past: list[PastEvent], now: datetime) -> Scope:
         history = StaticScope(past, now)

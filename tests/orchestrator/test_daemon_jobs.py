@@ -68,3 +68,42 @@ def test_the_scheduler_wires_retries_and_an_early_first_sweep(
     assert first is not None
     seconds = (first - datetime.now(first.tzinfo)).total_seconds()
     assert 0 < seconds <= 61  # a minute after start, not an hour
+
+
+def test_a_late_cron_run_names_the_fire_it_belongs_to() -> None:
+    from datetime import UTC
+
+    from apscheduler.triggers.cron import CronTrigger
+
+    from orchestrator.daemon import cron_slot
+
+    daily = CronTrigger.from_crontab("0 9 * * *", timezone="UTC")
+    late = datetime(2026, 3, 2, 9, 1, 5, tzinfo=UTC)  # its thread was busy for a minute
+    assert cron_slot(daily, late) == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    every_quarter = CronTrigger.from_crontab("*/15 * * * *", timezone="UTC")
+    assert cron_slot(every_quarter, late) == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    amsterdam = CronTrigger.from_crontab("0 10 * * mon", timezone="Europe/Amsterdam")
+    monday = datetime(2026, 3, 2, 9, 0, 30, tzinfo=UTC)  # 10:00:30 in Amsterdam (CET)
+    assert cron_slot(amsterdam, monday) == datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_two_replicas_starting_a_fire_at_different_moments_name_the_same_fire(
+    make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC
+
+    h = make_harness()
+    fired: list[datetime] = []
+    monkeypatch.setattr(
+        h.rt.engine, "enroll_scheduled", lambda journey, at, page=1000: fired.append(at) or 0
+    )
+    workers = Workers(h.rt)
+    make_scheduler(workers)  # registers win-back's trigger: "0 10 * * mon", Amsterdam
+    for started in (
+        datetime(2026, 3, 2, 9, 0, 1, tzinfo=UTC),
+        datetime(2026, 3, 2, 9, 1, 40, tzinfo=UTC),
+    ):
+        h.clock.set(started)
+        workers.scheduled("win-back")
+    assert fired == [datetime(2026, 3, 2, 9, 0, tzinfo=UTC)] * 2

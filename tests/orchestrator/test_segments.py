@@ -373,13 +373,19 @@ def test_the_first_sweep_records_the_existing_base_without_starting_anyone(
     assert h2.engine.sweep_segments(h2.clock.now()) == 0
 
 
+@pytest.mark.parametrize("limit", [5000, 1], ids=["prefetched", "heavy-histories"])
 def test_the_sweep_agrees_with_the_event_path_on_every_customer(
-    make_harness: HarnessFactory, tmp_path: Path
+    make_harness: HarnessFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int
 ) -> None:
-    """The sweep evaluates a page of customers over history it reads in one query; what it
-    records must equal what the engine's per-customer history queries say, for random
-    histories, at two moments."""
+    """The sweep evaluates a page of customers over history it reads in one query (or, for
+    a customer with more events than the prefetch limit, per query); what it records must
+    equal what the engine's per-customer history queries say, for random histories, at
+    two moments."""
     import random
+
+    from orchestrator import segments
+
+    monkeypatch.setattr(segments, "PREFETCH_LIMIT", limit)
 
     extra = tmp_path / "extra"
     extra.mkdir()
