@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from journeys.catalog import BUILTIN_EVENTS, Catalog
@@ -387,6 +387,28 @@ class Validator:
                     f"unknown segment {seg!r}{suggest(seg, segments)}; segments are: "
                     f"{listing(segments)}",
                 )
+        self.check_segment_cycles()
+
+    def check_segment_cycles(self) -> None:
+        """A segment defined through itself (``a: segment('b')``, ``b: segment('a')``) has
+        no answer: evaluating it would recurse forever."""
+        refs: dict[str, frozenset[str]] = {}
+        for name, text in self.catalog.segments.items():
+            try:
+                refs[name] = compile_condition(text).segments
+            except ConditionError:
+                refs[name] = frozenset()
+        for name in self.j.segments:
+            cond = self.conditions.get(("segments", name))
+            refs[name] = cond.segments if cond else frozenset()
+        for name in sorted(self.j.segments):
+            cycle = _cycle(name, refs)
+            if cycle:
+                self.add(
+                    ("segments", name),
+                    f"segment {name!r} is defined through itself ({' -> '.join(cycle)}); "
+                    "break the circle",
+                )
 
     def known_event(self, name: str) -> str | None:
         """None if ``name`` can arrive, else why it cannot."""
@@ -516,3 +538,18 @@ class Validator:
                     path,
                     f"unknown timezone {tz!r}: use an IANA name such as Europe/Amsterdam or UTC",
                 )
+
+
+def _cycle(start: str, refs: Mapping[str, frozenset[str]]) -> list[str] | None:
+    """The path from ``start`` back to itself through segment references, if any."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in sorted(refs.get(node, frozenset())):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return None

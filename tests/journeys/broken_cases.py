@@ -399,6 +399,16 @@ steps:
         15,
     ),
     Broken(
+        "segment-defined-through-itself",
+        HEAD.replace(
+            "entry:", "segments:\n  a: segment('b') and traits.x == 1\n  b: segment('a')\nentry:"
+        )
+        + DONE,
+        "segment 'a' is defined through itself (a -> b -> a); break the circle",
+        3,
+        6,
+    ),
+    Broken(
         "duplicate-yaml-key",
         HEAD
         + MAIL.replace("    template: reminder\n", "    template: reminder\n    channel: site\n")
