@@ -402,7 +402,7 @@ class Validator:
             cond = self.conditions.get(("segments", name))
             refs[name] = cond.segments if cond else frozenset()
         for name in sorted(self.j.segments):
-            cycle = _cycle(name, refs)
+            cycle = segment_cycle(name, refs)
             if cycle:
                 self.add(
                     ("segments", name),
@@ -540,7 +540,7 @@ class Validator:
                 )
 
 
-def _cycle(start: str, refs: Mapping[str, frozenset[str]]) -> list[str] | None:
+def segment_cycle(start: str, refs: Mapping[str, frozenset[str]]) -> list[str] | None:
     """The path from ``start`` back to itself through segment references, if any."""
     stack: list[tuple[str, list[str]]] = [(start, [start])]
     seen: set[str] = set()

@@ -92,12 +92,21 @@ def build_runtime(
     }
     segments = {}
     from journeys import compile_condition
+    from journeys.validate import segment_cycle
 
     for name, text in settings.segments.items():
         segments[name] = compile_condition(text)
     for v in journeys:
         for name in v.definition.segments:
             segments.setdefault(name, v.conditions[("segments", name)])
+    refs = {name: cond.segments for name, cond in segments.items()}
+    for name in sorted(settings.segments):  # journey files' own are checked when they load
+        cycle = segment_cycle(name, refs)
+        if cycle:
+            raise ConfigError(
+                f"{settings.source}: [segments] {name}: defined through itself "
+                f"({' -> '.join(cycle)}); break the circle"
+            )
     engine = Engine(
         db, registry, clock, facts, segments=segments, batch_size=settings.workers.batch_size
     )

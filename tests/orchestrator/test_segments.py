@@ -413,3 +413,17 @@ def test_the_sweep_agrees_with_the_event_path_on_every_customer(
         h.engine.sweep_segments(h.clock.now())
         expected = {(u, s) for u in users for s in timed if member(h, u, s)}
         assert stored() & {(u, s) for u in users for s in timed} == expected
+
+
+def test_config_segments_defined_through_themselves_are_refused_at_start() -> None:
+    from orchestrator.config import ConfigError
+    from orchestrator.runtime import build_runtime
+    from tests.conftest import settings_for
+
+    settings = settings_for(
+        "sqlite://", segments={"a": "segment('b')", "b": "traits.x == 1 or segment('a')"}
+    )
+    with pytest.raises(
+        ConfigError, match=r"\[segments\] a: defined through itself \(a -> b -> a\)"
+    ):
+        build_runtime(settings, check_schema=False, channels={}, sync=False)
