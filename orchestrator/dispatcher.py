@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 from sqlalchemy import Engine as SqlEngine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -45,7 +45,7 @@ from channels.tracking import TrackingConfig, apply_tracking
 from orchestrator.clock import Clock
 from orchestrator.config import DispatchSettings
 from orchestrator.db import tables as t
-from orchestrator.db.sql import claim_rows
+from orchestrator.db.sql import CAP, claim_rows, lock_customers
 from orchestrator.db.types import as_utc
 from orchestrator.policies import Policies
 
@@ -272,17 +272,8 @@ class Dispatcher:
         worker wait until the first has committed its ``sending`` rows, which it then
         counts. Taken in sorted order (the array's order), so workers never deadlock.
         SQLite has one writer at a time already."""
-        if conn.dialect.name != "postgresql":
-            return
-        ids = sorted({r.customer_id for r in rows if r.operation == "send" and not r.transactional})
-        if ids:
-            conn.execute(
-                text(
-                    "SELECT pg_advisory_xact_lock(hashtextextended('parcours:cap:' || cid, 0)) "
-                    "FROM unnest(CAST(:ids AS text[])) AS cid"
-                ),
-                {"ids": ids},
-            )
+        marketing = (r.customer_id for r in rows if r.operation == "send" and not r.transactional)
+        lock_customers(conn, marketing, wait=True, namespace=CAP)
 
     def _recent_sends(
         self, conn: Connection, now: datetime, rows: Sequence[Any]

@@ -41,8 +41,9 @@ from journeys.schema import (
 )
 from orchestrator.clock import Clock
 from orchestrator.db import tables as t
-from orchestrator.db.reads import enrollments_where, sqlite_text
-from orchestrator.db.sql import claim_rows, lock_rows
+from orchestrator.db.reads import enrollments_where
+from orchestrator.db.sql import claim_rows, lock_customers, lock_rows
+from orchestrator.db.types import sqlite_text
 from orchestrator.history import DbHistory
 from orchestrator.model import Customer, Enrollment, InboxEvent, enrollment_id
 from orchestrator.notify import INBOX, OUTBOX, notify
@@ -158,17 +159,7 @@ class Engine:
         in order. Take a transaction-scoped advisory lock per customer of the claimed batch
         (skipping customers another worker holds), then read each owned customer's whole
         pending backlog in order, waiting for rows another worker claimed but dropped."""
-        ids = sorted({r.customer_id for r in rows})
-        owned = [
-            r.cid
-            for r in conn.execute(
-                text(
-                    "SELECT cid FROM unnest(CAST(:ids AS text[])) AS cid "
-                    "WHERE pg_try_advisory_xact_lock(hashtextextended('parcours:' || cid, 0))"
-                ),
-                {"ids": ids},
-            )
-        ]
+        owned = lock_customers(conn, (r.customer_id for r in rows), wait=False)
         if not owned:
             return []
         e = t.events.c
@@ -258,11 +249,7 @@ class Engine:
             # enrollment already made for it is the answer.
             at = now if cause is None else _NO_TIME
             if cause is not None:
-                if conn.dialect.name == "postgresql":  # a concurrent retry waits for this one
-                    conn.execute(
-                        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-                        {"k": f"parcours:{customer_id}"},
-                    )
+                lock_customers(conn, [customer_id], wait=True)  # a concurrent retry waits
                 eid = enrollment_id(version.name, customer_id, key, cause, at)
                 found = conn.execute(
                     select(t.enrollments.c.id).where(t.enrollments.c.id == eid)
@@ -447,7 +434,8 @@ class Engine:
                         finished = True
                         break
                     after = rows[-1].id
-                    owned = self._own_for_sweep(conn, [r.id for r in rows])
+                    # Customers an inbox batch holds are left to the next sweep.
+                    owned = set(lock_customers(conn, (r.id for r in rows), wait=False))
                     now = self.clock.now()
                     people = [Customer.from_row(r) for r in rows if r.id in owned]
                     scopes, stored = watch.page_scopes(conn, people, now)
@@ -478,22 +466,6 @@ class Engine:
                 finished=finished,
             )
         return changes
-
-    def _own_for_sweep(self, conn: Connection, ids: Sequence[str]) -> set[str]:
-        """The customers of a sweep page no inbox batch holds (PostgreSQL: the same
-        per-customer advisory lock as ``_own_customers``); SQLite is serialised already."""
-        if conn.dialect.name != "postgresql":
-            return set(ids)
-        return {
-            r.cid
-            for r in conn.execute(
-                text(
-                    "SELECT cid FROM unnest(CAST(:ids AS text[])) AS cid "
-                    "WHERE pg_try_advisory_xact_lock(hashtextextended('parcours:' || cid, 0))"
-                ),
-                {"ids": list(ids)},
-            )
-        }
 
     # -- loading -------------------------------------------------------------------------
     def _work(self, conn: Connection, now: datetime) -> Work:

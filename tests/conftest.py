@@ -99,3 +99,25 @@ def settings_for(url: str, **overrides: Any) -> Any:
     values: dict[str, Any] = {"journeys": [str(EXAMPLES)], "templates": str(EXAMPLES / "templates")}
     values.update(overrides)
     return load_settings(CONFIG, database_url=url, **values)
+
+
+def write_config(
+    directory: Path, database_url: str | None = None, *, port: int | None = None
+) -> Path:
+    """``config/parcours.toml`` as a user would edit it for a test: the example journeys
+    and templates by absolute path, and optionally another database and HTTP port. For
+    tests that run the CLI or the daemon as a separate process."""
+    text = (
+        CONFIG.read_text()
+        .replace('"journeys/examples"', f'"{EXAMPLES}"')
+        .replace('templates = "journeys/examples/templates"', f'templates = "{EXAMPLES}/templates"')
+    )
+    if database_url is not None:
+        text = text.replace(
+            'database_url = "sqlite:///parcours.db"', f'database_url = "{database_url}"'
+        )
+    if port is not None:
+        text = text.replace("port = 8080", f"port = {port}")
+    path = directory / "parcours.toml"
+    path.write_text(text)
+    return path

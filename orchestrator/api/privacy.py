@@ -33,12 +33,13 @@ from typing import Any
 import structlog
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
-from sqlalchemy import Connection, delete, select, text, update
+from sqlalchemy import Connection, delete, select, update
 
 from channels.base import AudienceChannel, PermanentError, Recipient, RetryableError
 from orchestrator.api.errors import ApiError
 from orchestrator.api.state import ApiState
 from orchestrator.db import tables as t
+from orchestrator.db.sql import lock_customers
 
 log = structlog.get_logger("parcours.api.privacy")
 
@@ -224,17 +225,10 @@ def _blank(state: ApiState, customer_id: str) -> datetime:
     with state.writing() as conn:
         now = rt.clock.now()
         ids = related_ids(conn, customer_id)
-        if conn.dialect.name == "postgresql":
-            # The engine's per-customer lock: an inbox batch or a segment sweep holding this
-            # customer commits first, and what it wrote (internal events included) is then
-            # blanked below instead of being applied after the erasure.
-            conn.execute(
-                text(
-                    "SELECT pg_advisory_xact_lock(hashtextextended('parcours:' || cid, 0)) "
-                    "FROM unnest(CAST(:ids AS text[])) AS cid"
-                ),
-                {"ids": sorted(ids)},
-            )
+        # The engine's per-customer lock: an inbox batch or a segment sweep holding this
+        # customer commits first, and what it wrote (internal events included) is then
+        # blanked below instead of being applied after the erasure.
+        lock_customers(conn, ids, wait=True)
         c, ev, en, d = t.customers.c, t.events.c, t.enrollments.c, t.deliveries.c
         conn.execute(
             update(t.customers)

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, Select, String, bindparam, func, or_, select
 
 from orchestrator.db import tables as t
-from orchestrator.db.reads import sqlite_text
+from orchestrator.db.types import as_utc, parse_utc, sqlite_text
 
 #: At most this many messages are answered.
 LIMIT = 50
@@ -112,12 +112,6 @@ SQLITE_SQL = {(anon, slot): _sql(anon, slot) for anon in (False, True) for slot 
 READ_BUSY_TIMEOUT_MS = 200
 
 
-def _utc(text: str) -> datetime:
-    """A stored ``UTCDateTime`` text as the aware datetime the column type reads back."""
-    value = datetime.fromisoformat(text)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 class SqliteLiveMessages:
     """The live-messages read on a SQLite file through ``sqlite3``.
 
@@ -178,7 +172,7 @@ class SqliteLiveMessages:
             self._drop(conn)
             raise
         return [
-            LiveMessage(c, k, ch, s, h, _utc(made), None if ends is None else _utc(ends))
+            LiveMessage(c, k, ch, s, h, parse_utc(made), as_utc(ends))
             for c, k, ch, s, h, made, ends in rows
         ]
 

@@ -11,12 +11,14 @@ write, so both paths read and compare the same values.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 from psycopg.types.json import Json
 from sqlalchemy import Connection
+
+from orchestrator.db.types import sqlite_text
 
 
 class Bulk:
@@ -34,7 +36,7 @@ class Bulk:
             return value
         text = self._texts.get(value)
         if text is None:
-            text = value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            text = sqlite_text(value)
             self._texts[value] = text
         return text
 

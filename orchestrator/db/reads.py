@@ -11,12 +11,13 @@ PostgreSQL keeps the SQLAlchemy path: psycopg already returns native values.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection
 
+from orchestrator.db.types import parse_utc
 from orchestrator.model import Enrollment
 
 #: The ``enrollments`` columns in table order, as ``Enrollment.from_row`` expects them.
@@ -26,17 +27,8 @@ ENROLLMENT_COLUMNS = (
 )
 
 
-def sqlite_text(value: datetime) -> str:
-    """A timestamp as ``UTCDateTime`` stores it on SQLite (naive UTC text)."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
 def _parse(seen: dict[str, datetime], text: str) -> datetime:
-    """As ``UTCDateTime`` reads it: naive text is UTC; an offset, if any, is converted."""
-    value = datetime.fromisoformat(text)
-    found = seen[text] = (
-        value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    )
+    found = seen[text] = parse_utc(text)
     return found
 
 

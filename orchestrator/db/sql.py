@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, Table
+from sqlalchemy import Connection, Row, Select, Table, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -71,3 +71,38 @@ def claim_rows(conn: Connection, query: Select[Any]) -> list[Row[Any]]:
     # with it, and a reset there would hide the real error behind "transaction aborted".
     conn.exec_driver_sql("SET LOCAL enable_bitmapscan TO DEFAULT")
     return rows
+
+
+#: Advisory lock namespaces: one customer's events, batches and erasure (``CUSTOMER``);
+#: the frequency-cap count of one customer's sends (``CAP``).
+CUSTOMER = "parcours:"
+CAP = "parcours:cap:"
+
+
+def lock_customers(
+    conn: Connection, ids: Iterable[str], *, wait: bool, namespace: str = CUSTOMER
+) -> list[str]:
+    """Transaction-scoped advisory locks per customer on PostgreSQL; returns the ids held.
+
+    ``wait`` blocks until each is free, taking them in sorted order (the array's order,
+    so two transactions never deadlock on each other); otherwise a lock another
+    transaction holds is skipped. SQLite has one writer at a time: every id is held."""
+    wanted = sorted(set(ids))
+    if conn.dialect.name != "postgresql" or not wanted:
+        return wanted
+    lock = "hashtextextended(CAST(:ns AS text) || cid, 0)"
+    if wait:
+        conn.execute(
+            text(f"SELECT pg_advisory_xact_lock({lock}) FROM unnest(CAST(:ids AS text[])) cid"),
+            {"ids": wanted, "ns": namespace},
+        )
+        return wanted
+    return list(
+        conn.execute(
+            text(
+                "SELECT cid FROM unnest(CAST(:ids AS text[])) cid "
+                f"WHERE pg_try_advisory_xact_lock({lock})"
+            ),
+            {"ids": wanted, "ns": namespace},
+        ).scalars()
+    )

@@ -36,24 +36,33 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime: parcours stores timezone-aware times only")
         if dialect.name == "sqlite":
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            return sqlite_text(value)
         return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        assert isinstance(value, datetime)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
+
+
+def sqlite_text(value: datetime) -> str:
+    """A timestamp as ``UTCDateTime`` stores it on SQLite: naive UTC text. The engine's
+    driver-level writes and reads use it too, so every path stores the same text."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def as_utc(value: Any) -> datetime | None:
-    """A datetime from an aggregate (``MIN``/``MAX``), which bypasses the column type on
-    SQLite and comes back as text or naive."""
+    """A datetime as ``UTCDateTime`` reads it back, from whatever the driver gave: stored
+    text (SQLite, also from aggregates such as ``MIN``/``MAX`` that bypass the column type
+    and from driver-level reads), or a naive or aware datetime."""
     if value is None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     assert isinstance(value, datetime)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def parse_utc(text: str) -> datetime:
+    """``as_utc`` for stored text that is never NULL."""
+    found = as_utc(text)
+    assert found is not None
+    return found

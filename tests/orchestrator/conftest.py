@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from orchestrator.db.types import as_utc
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.ingest import EventIn, record
 from orchestrator.runtime import Runtime, build_runtime
-from tests.conftest import settings_for
+from tests.conftest import EXAMPLES, settings_for
 
 
 class Harness:
@@ -123,6 +124,16 @@ class Harness:
 
 
 HarnessFactory = Callable[..., Harness]
+
+
+def with_journeys(tmp_path: Path, files: Mapping[str, str]) -> list[str]:
+    """The example journeys plus ``files`` (name -> YAML) written to a folder of the test's
+    own: the ``journeys`` setting of a harness that needs journeys of its own."""
+    extra = tmp_path / "extra"
+    extra.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (extra / name).write_text(text)
+    return [str(EXAMPLES), str(extra)]
 
 
 @pytest.fixture

@@ -14,21 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from tests.conftest import CONFIG, EXAMPLES, ROOT
+from tests.conftest import ROOT, write_config
 
 
 @pytest.fixture
 def config(tmp_path: Path, database_url: str) -> Path:
-    text = (
-        CONFIG.read_text()
-        .replace('database_url = "sqlite:///parcours.db"', f'database_url = "{database_url}"')
-        .replace('"journeys/examples"', f'"{EXAMPLES}"')
-        .replace('templates = "journeys/examples/templates"', f'templates = "{EXAMPLES}/templates"')
-        .replace("port = 8080", "port = 0")
-    )
-    path = tmp_path / "parcours.toml"
-    path.write_text(text)
-    return path
+    return write_config(tmp_path, database_url, port=0)
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -37,7 +37,7 @@ from sqlalchemy.exc import OperationalError
 from orchestrator.db import tables as t
 from orchestrator.db.connect import open_engine
 from orchestrator.db.migrate import upgrade
-from tests.conftest import CONFIG, EXAMPLES, ROOT
+from tests.conftest import ROOT, write_config
 from tests.orchestrator.conftest import Harness
 
 WRITE_KEY = "dev-write-key"  # the development key in config/parcours.toml
@@ -142,19 +142,6 @@ def private_postgres() -> Iterator[PrivatePostgres]:
             timeout=60,
         )
         shutil.rmtree(base, ignore_errors=True)
-
-
-def _config(tmp_path: Path, url: str, port: int) -> Path:
-    text_ = (
-        CONFIG.read_text()
-        .replace('database_url = "sqlite:///parcours.db"', f'database_url = "{url}"')
-        .replace('"journeys/examples"', f'"{EXAMPLES}"')
-        .replace('templates = "journeys/examples/templates"', f'templates = "{EXAMPLES}/templates"')
-        .replace("port = 8080", f"port = {port}")
-    )
-    path = tmp_path / "parcours.toml"
-    path.write_text(text_)
-    return path
 
 
 def _wait_for(what: str, done: Callable[[], bool], seconds: float, log: Path) -> None:
@@ -279,7 +266,14 @@ def test_the_daemon_rides_out_a_postgres_restart(
         "PARCOURS_WORKERS__POLL_INTERVAL": "0.2",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", "run", "-c", str(_config(tmp_path, url, port))],
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "run",
+            "-c",
+            str(write_config(tmp_path, url, port=port)),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,

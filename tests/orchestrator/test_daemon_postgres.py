@@ -18,21 +18,9 @@ from orchestrator.db import tables as t
 from orchestrator.db.connect import open_engine
 from orchestrator.db.migrate import upgrade
 from orchestrator.ingest import EventIn, record
-from tests.conftest import CONFIG, EXAMPLES, ROOT
+from tests.conftest import ROOT, write_config
 
 pytestmark = pytest.mark.postgres
-
-
-def _config(tmp_path: Path, url: str) -> Path:
-    text_ = (
-        CONFIG.read_text()
-        .replace('database_url = "sqlite:///parcours.db"', f'database_url = "{url}"')
-        .replace('"journeys/examples"', f'"{EXAMPLES}"')
-        .replace('templates = "journeys/examples/templates"', f'templates = "{EXAMPLES}/templates"')
-    )
-    path = tmp_path / "parcours.toml"
-    path.write_text(text_)
-    return path
 
 
 @pytest.fixture
@@ -56,7 +44,7 @@ def daemon(
             "--role",
             "worker",
             "-c",
-            str(_config(tmp_path, postgres_url)),
+            str(write_config(tmp_path, postgres_url)),
         ],
         # A file, not a pipe: a pipe nobody reads fills up and blocks the daemon's logging.
         cwd=ROOT,

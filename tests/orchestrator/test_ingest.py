@@ -72,18 +72,9 @@ def test_cli_rejects_a_bad_event_and_stores_nothing(harness: Harness, tmp_path: 
     from orchestrator.cli import app
 
     h = harness
-    config = tmp_path / "p.toml"
-    from tests.conftest import CONFIG, EXAMPLES
+    from tests.conftest import write_config
 
-    config.write_text(
-        CONFIG.read_text()
-        .replace(
-            'database_url = "sqlite:///parcours.db"',
-            f'database_url = "{h.rt.settings.database_url}"',
-        )
-        .replace('"journeys/examples"', f'"{EXAMPLES}"')
-        .replace('templates = "journeys/examples/templates"', f'templates = "{EXAMPLES}/templates"')
-    )
+    config = write_config(tmp_path, h.rt.settings.database_url)
     before = h.count(t.events)
     result = CliRunner().invoke(app, ["send-event", "x" * 300, "cart_abandoned", "-c", str(config)])
     assert result.exit_code == 2

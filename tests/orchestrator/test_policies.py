@@ -13,8 +13,7 @@ from sqlalchemy import select
 
 from orchestrator.db import tables as t
 from orchestrator.policies import Cap, Policies, consent_updates
-from tests.conftest import EXAMPLES
-from tests.orchestrator.conftest import Harness, HarnessFactory
+from tests.orchestrator.conftest import Harness, HarnessFactory, with_journeys
 
 EXTRA = {
     "order-confirmation.yaml": """
@@ -46,11 +45,7 @@ steps:
 
 @pytest.fixture
 def journeys(tmp_path: Path) -> list[str]:
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    for name, text in EXTRA.items():
-        (extra / name).write_text(text)
-    return [str(EXAMPLES), str(extra)]
+    return with_journeys(tmp_path, EXTRA)
 
 
 def make(factory: HarnessFactory, journeys: list[str], **settings: Any) -> Harness:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.reports import NO_REACTION, funnel_svg, report_as_dict, report_for
-from tests.conftest import CONFIG, EXAMPLES
+from tests.conftest import write_config
 from tests.orchestrator.conftest import Harness, HarnessFactory
 
 
@@ -135,13 +135,7 @@ def test_report_command_prints_tables_json_and_writes_the_chart(
 ) -> None:
     h = make_harness()
     cart_recovery_week(h)
-    config = tmp_path / "parcours.toml"
-    config.write_text(
-        CONFIG.read_text()
-        .replace('database_url = "sqlite:///parcours.db"', f'database_url = "{database_url}"')
-        .replace('"journeys/examples"', f'"{EXAMPLES}"')
-        .replace('templates = "journeys/examples/templates"', f'templates = "{EXAMPLES}/templates"')
-    )
+    config = write_config(tmp_path, database_url)
     runner = CliRunner()
     chart = tmp_path / "funnel.svg"
     result = runner.invoke(
@@ -163,12 +157,7 @@ def test_report_command_prints_tables_json_and_writes_the_chart(
 def test_simulate_prints_rate_interval_and_p_value_per_arm(
     database_url: str, tmp_path: Path
 ) -> None:
-    config = tmp_path / "parcours.toml"
-    config.write_text(
-        CONFIG.read_text()
-        .replace('"journeys/examples"', f'"{EXAMPLES}"')
-        .replace('templates = "journeys/examples/templates"', f'templates = "{EXAMPLES}/templates"')
-    )
+    config = write_config(tmp_path)
     args = ["simulate", "welcome-series", "-n", "400", "-r", "email=0.4", "-c", str(config)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLES
-from tests.orchestrator.conftest import Harness, HarnessFactory
+from tests.orchestrator.conftest import Harness, HarnessFactory, with_journeys
 
 WEEKLY = """
 journey: weekly-tip
@@ -30,10 +29,7 @@ steps:
 
 @pytest.fixture
 def h(make_harness: HarnessFactory, tmp_path: Path) -> Harness:
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    (extra / "weekly-tip.yaml").write_text(WEEKLY)
-    h = make_harness(journeys=[str(EXAMPLES), str(extra)])
+    h = make_harness(journeys=with_journeys(tmp_path, {"weekly-tip.yaml": WEEKLY}))
     for user in ("ann", "bob"):
         h.identify(user, email=f"{user}@example.nl")
     return h

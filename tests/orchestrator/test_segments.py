@@ -14,8 +14,7 @@ from sqlalchemy import select
 from orchestrator.db import tables as t
 from orchestrator.ingest import EventIn, record
 from orchestrator.model import Customer
-from tests.conftest import EXAMPLES
-from tests.orchestrator.conftest import Harness, HarnessFactory
+from tests.orchestrator.conftest import Harness, HarnessFactory, with_journeys
 
 SEGMENTS = {
     # "country is NL"
@@ -87,11 +86,7 @@ steps:
 
 @pytest.fixture
 def h(make_harness: HarnessFactory, tmp_path: Path) -> Harness:
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    for name, text in EXTRA.items():
-        (extra / name).write_text(text)
-    return make_harness(journeys=[str(EXAMPLES), str(extra)], segments=SEGMENTS)
+    return make_harness(journeys=with_journeys(tmp_path, EXTRA), segments=SEGMENTS)
 
 
 def past(h: Harness, user: str, name: str, days_ago: float, **props: Any) -> None:
@@ -260,11 +255,8 @@ def test_a_segment_that_changes_with_time_alone_is_announced_by_the_sweep(
     """'No order for 60 days' turns true on day 61 without any event; the sweep notices,
     and the journey waiting for it starts. Leaving by time ('cat_buyers' after 90 days)
     is announced too; a second sweep at the same moment announces nothing again."""
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    for name, text in {**EXTRA, "lapsed-winback.yaml": LAPSED_WINBACK}.items():
-        (extra / name).write_text(text)
-    h = make_harness(journeys=[str(EXAMPLES), str(extra)], segments=SEGMENTS)
+    files = {**EXTRA, "lapsed-winback.yaml": LAPSED_WINBACK}
+    h = make_harness(journeys=with_journeys(tmp_path, files), segments=SEGMENTS)
     watch = h.engine.segment_watch
     assert {"cat_buyers", "dormant", "lapsed"} <= set(watch.timed)
     assert not {"nl", "vip"} & set(watch.timed)  # traits only: they change with events
@@ -292,11 +284,8 @@ def test_a_segment_that_changes_with_time_alone_is_announced_by_the_sweep(
 def test_the_sweep_leaves_erased_customers_alone_and_stops_when_asked(
     make_harness: HarnessFactory, tmp_path: Path
 ) -> None:
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    for name, text in {**EXTRA, "lapsed-winback.yaml": LAPSED_WINBACK}.items():
-        (extra / name).write_text(text)
-    h = make_harness(journeys=[str(EXAMPLES), str(extra)], segments=SEGMENTS)
+    files = {**EXTRA, "lapsed-winback.yaml": LAPSED_WINBACK}
+    h = make_harness(journeys=with_journeys(tmp_path, files), segments=SEGMENTS)
     for user in ("ann", "bob"):
         h.identify(user, email=f"{user}@example.nl")
         past(h, user, "order_completed", 50)
@@ -342,15 +331,13 @@ def test_the_first_sweep_records_the_existing_base_without_starting_anyone(
 ) -> None:
     """A journey on segment.entered 'lapsed' deployed today starts customers as they become
     lapsed, not everyone who already was; a changed condition is a new baseline."""
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    (extra / "lapsed-winback.yaml").write_text(LAPSED_WINBACK)
+    journeys = with_journeys(tmp_path, {"lapsed-winback.yaml": LAPSED_WINBACK})
     segments = {"lapsed": "days_since('order_completed') > 60"}
     before = make_harness(segments=segments)  # no journey listens yet: nothing recorded
     past(before, "old", "order_completed", 100)  # lapsed long before the journey existed
     past(before, "new", "order_completed", 55)
     url = before.rt.settings.database_url
-    h = make_harness(url=url, journeys=[str(EXAMPLES), str(extra)], segments=segments)
+    h = make_harness(url=url, journeys=journeys, segments=segments)
     assert h.engine.sweep_segments(h.clock.now()) == 0  # the baseline: recorded, silent
     with h.rt.db.connect() as conn:
         m = t.segment_memberships.c
@@ -366,7 +353,7 @@ def test_the_first_sweep_records_the_existing_base_without_starting_anyone(
     # (lapsed under the new rule only) is recorded, not started.
     past(before, "mid", "order_completed", 45)
     wider = {"lapsed": "days_since('order_completed') > 30"}
-    h2 = make_harness(url=url, journeys=[str(EXAMPLES), str(extra)], segments=wider)
+    h2 = make_harness(url=url, journeys=journeys, segments=wider)
     assert h2.engine.sweep_segments(h2.clock.now()) == 0
     h2.engine.run_until_idle()
     assert h2.enrollments("mid", "lapsed-winback") == []
@@ -387,11 +374,8 @@ def test_the_sweep_agrees_with_the_event_path_on_every_customer(
 
     monkeypatch.setattr(segments, "PREFETCH_LIMIT", limit)
 
-    extra = tmp_path / "extra"
-    extra.mkdir()
-    for name, text in {**EXTRA, "lapsed-winback.yaml": LAPSED_WINBACK}.items():
-        (extra / name).write_text(text)
-    h = make_harness(journeys=[str(EXAMPLES), str(extra)], segments=SEGMENTS)
+    files = {**EXTRA, "lapsed-winback.yaml": LAPSED_WINBACK}
+    h = make_harness(journeys=with_journeys(tmp_path, files), segments=SEGMENTS)
     rng = random.Random(11)
     users = [f"r{i:02d}" for i in range(40)]
     for user in users:
